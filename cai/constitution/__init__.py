@@ -1,0 +1,13 @@
+"""Constitutions: the YAML files that state a model's values, and what later stages read from them.
+
+`load_constitution(name_or_path)` validates and resolves a constitution (after `extends`);
+`PrincipleSampler` draws principles deterministically per (seed, key). Prompt rendering is in
+`cai.templates`.
+"""
+from cai.constitution.loader import available, constitutions_dir, load_constitution
+from cai.constitution.sampling import PrincipleSampler
+from cai.constitution.schema import (ComparisonExample, ComparisonPrinciple, Constitution, CritiquePrinciple,
+                                     FewShot, Scoring, Templates)
+
+__all__ = ["load_constitution", "available", "constitutions_dir", "PrincipleSampler", "Constitution",
+           "CritiquePrinciple", "ComparisonPrinciple", "ComparisonExample", "FewShot", "Scoring", "Templates"]

@@ -1,0 +1,203 @@
+"""Load a constitution: find it by name or path, validate it, and resolve `extends` and `remove`.
+
+Every mistake becomes one `InputError` naming FILE:LINE:COL and the field path, using the marks that
+`cai.yamlio` records. Merging is by principle id: a child's principle replaces the inherited one with
+the same id in place, new ids are appended, and `remove: [ids]` drops inherited ones.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import cai
+from cai.constitution.schema import (TEMPLATE_NAMES, ComparisonExample, ComparisonPrinciple, Constitution,
+                                     ConstitutionFile, CritiquePrinciple, FewShot, Message, Scoring, Templates)
+from cai.errors import InputError
+from cai.yamlio import Marks, format_path, load_yaml, locate
+
+_KNOWN_KEYS = sorted({k for m in (ConstitutionFile, CritiquePrinciple, ComparisonPrinciple, FewShot,
+                                  ComparisonExample, Message, Scoring, Templates) for k in m.model_fields})
+
+
+def constitutions_dir() -> Path:
+    """The shipped constitutions: `$CAI_CONSTITUTIONS_DIR`, else `constitutions/` next to the package."""
+    env = os.environ.get("CAI_CONSTITUTIONS_DIR")
+    return Path(env) if env else Path(cai.__file__).resolve().parents[1] / "constitutions"
+
+
+def available() -> list[str]:
+    d = constitutions_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _is_path(ref: str) -> bool:
+    return "/" in ref or os.sep in ref or ref.endswith((".yaml", ".yml"))
+
+
+def resolve_ref(ref: str | Path, base_dir: Path | None = None) -> Path:
+    """A name means `constitutions/NAME.yaml`; anything path-like is relative to `base_dir` (or cwd)."""
+    if isinstance(ref, Path) or _is_path(ref):
+        p = Path(ref)
+        return p if p.is_absolute() or base_dir is None else base_dir / p
+    return constitutions_dir() / f"{ref}.yaml"
+
+
+def display(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def load_constitution(ref: str | Path) -> Constitution:
+    """Load, validate and resolve a constitution given by name (e.g. "harmless") or path."""
+    path = resolve_ref(ref)
+    if not path.is_file():
+        if isinstance(ref, str) and not _is_path(ref):
+            raise InputError(f"no constitution named {ref!r} (available: {', '.join(available()) or 'none'}; "
+                             f"looked in {constitutions_dir()})")
+        raise InputError("file not found", file=ref)
+    c = _load(path, stack=())
+    from cai.templates import check_templates
+    check_templates(c)
+    return c
+
+
+def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
+    file = display(path)
+    data, marks = load_yaml(path)
+    if not isinstance(data, dict):
+        line, col = locate(marks, ())
+        raise InputError("a constitution must be a YAML mapping with name, version and principles",
+                         file=file, line=line, col=col)
+    try:
+        f = ConstitutionFile.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e, data, marks, file) from None
+
+    def err(msg: str, loc: tuple) -> InputError:
+        line, col = locate(marks, loc)
+        return InputError(msg, file=file, line=line, col=col, field=format_path(loc))
+
+    for key in ("critiques", "comparisons"):
+        seen: dict[str, int] = {}
+        for i, p in enumerate(getattr(f, key)):
+            if p.id in seen:
+                first = locate(marks, (key, seen[p.id], "id"))[0]
+                raise err(f"duplicate id {p.id!r} (first used at line {first})", (key, i, "id"))
+            seen[p.id] = i
+            p._source = (file, *locate(marks, (key, i)))
+
+    templates = f.templates
+    overrides = {}
+    for name in TEMPLATE_NAMES:
+        rel = getattr(templates, name)
+        if rel is not None:
+            tp = (path.parent / rel).resolve()
+            if not tp.is_file():
+                raise err(f"template file not found: {tp}", ("templates", name))
+            overrides[name] = str(tp)
+    templates = templates.model_copy(update=overrides)
+
+    own = {"critiques": f.critiques, "comparisons": f.comparisons}
+    parents: list[str] = []
+    if f.extends is None:
+        if f.remove:
+            raise err("`remove` needs `extends`: there is nothing inherited to remove", ("remove",))
+        crit, comp = list(f.critiques), list(f.comparisons)
+        few_shot, system_prompt, scoring = f.few_shot, f.system_prompt, f.scoring
+    else:
+        ppath = resolve_ref(f.extends, path.parent)
+        if not ppath.is_file():
+            hint = (f"available: {', '.join(available()) or 'none'}" if not _is_path(f.extends)
+                    else f"no file {ppath}")
+            raise err(f"extends {f.extends!r}, which does not exist ({hint})", ("extends",))
+        chain = stack + (path.resolve(),)
+        if ppath.resolve() in chain:
+            names = " -> ".join(display(p) for p in chain[chain.index(ppath.resolve()):] + (ppath.resolve(),))
+            raise err(f"extends cycle: {names}", ("extends",))
+        parent = _load(ppath, chain)
+        parents = [parent.name, *parent.parents]
+        inherited = {"critiques": list(parent.critiques), "comparisons": list(parent.comparisons)}
+        for i, rid in enumerate(f.remove):
+            if not any(p.id == rid for lst in inherited.values() for p in lst):
+                raise err(f"no inherited principle has id {rid!r}", ("remove", i))
+            if any(p.id == rid for lst in own.values() for p in lst):
+                raise err(f"id {rid!r} is both removed and redefined; redefining alone replaces it", ("remove", i))
+            for key in inherited:
+                inherited[key] = [p for p in inherited[key] if p.id != rid]
+        merged = {}
+        for key, lst in inherited.items():
+            index = {p.id: j for j, p in enumerate(lst)}
+            for p in own[key]:
+                if p.id in index:
+                    lst[index[p.id]] = p
+                else:
+                    index[p.id] = len(lst)
+                    lst.append(p)
+            merged[key] = lst
+        crit, comp = merged["critiques"], merged["comparisons"]
+        fs_set = f.few_shot.model_fields_set
+        few_shot = FewShot(
+            critique=f.few_shot.critique if "critique" in fs_set else parent.few_shot.critique,
+            comparison=f.few_shot.comparison if "comparison" in fs_set else parent.few_shot.comparison)
+        system_prompt = f.system_prompt if "system_prompt" in f.model_fields_set else parent.system_prompt
+        scoring = f.scoring if "scoring" in f.model_fields_set else parent.scoring
+        set_here = templates.model_fields_set | set(overrides)
+        templates = parent.templates.model_copy(update={k: getattr(templates, k) for k in set_here})
+
+    if not crit and not comp:
+        raise err("the constitution has no critiques and no comparisons", ())
+    ids = {p.id for p in comp}
+    for i, ex in enumerate(f.few_shot.comparison):
+        if ex.principle is not None and ex.principle not in ids:
+            raise err(f"no comparison principle has id {ex.principle!r}", ("few_shot", "comparison", i, "principle"))
+
+    return Constitution(name=f.name, version=f.version, description=f.description, critiques=crit,
+                        comparisons=comp, few_shot=few_shot, system_prompt=system_prompt, scoring=scoring,
+                        templates=templates, source_path=path, parents=parents)
+
+
+def _data_loc(loc: tuple, data: Any) -> tuple:
+    """Drop the parts of a pydantic error location that name union members, not data keys."""
+    out: list = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict):
+            out.append(part)
+            if part not in cur:
+                break  # a missing field: its name is the last part
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list):
+            continue  # e.g. 'list[Message]'
+        else:
+            break  # a scalar: the rest are type names
+    return tuple(out)
+
+
+def validation_error(e: ValidationError, data: Any, marks: Marks, file: str) -> InputError:
+    """The first error in file order, as a one-line `InputError`."""
+    errors = []
+    for er in e.errors(include_url=False):
+        loc = _data_loc(er["loc"], data)
+        line, col = locate(marks, loc)
+        errors.append(((line or 0, col or 0), loc, er))
+    (line, col), loc, er = min(errors, key=lambda t: t[0])
+    kind = er["type"]
+    if kind == "extra_forbidden":
+        near = difflib.get_close_matches(str(loc[-1]), _KNOWN_KEYS, n=1)
+        msg = f"unknown key {loc[-1]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    elif kind == "missing":
+        msg = "missing required field"
+    else:
+        msg = er["msg"].removeprefix("Value error, ")
+        if kind.endswith("_type") or kind == "literal_error":
+            msg += f", got {type(er['input']).__name__} {er['input']!r}"[:200]
+    return InputError(msg, file=file, line=line or None, col=col or None, field=format_path(loc))

@@ -1,0 +1,241 @@
+"""The constitution file format, as pydantic models.
+
+Every model forbids unknown keys and is strict about types, so a misspelt key or a quoted number is
+an error that names its line, never a silent default. Cross-field rules that need file positions
+(duplicate ids, `extends`, `remove`) live in `loader.py`, which has the YAML marks.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
+
+from cai.constitution.hashing import sha256_json
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=100)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+def _nonblank(v: Any) -> Any:
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("must not be empty or blank")
+    return v
+
+
+NonBlank = Annotated[Text, BeforeValidator(_nonblank)]
+
+
+def _version_to_str(v: Any) -> Any:
+    # YAML reads `version: 1.2` as a float; a version is a label, so accept it as written.
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return v
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Weighted(Strict):
+    id: Id
+    weight: float = 1.0
+    """Relative sampling weight; draws are with replacement, proportional to weight."""
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = []
+
+    # Where the principle was written (file, line, col): for lint messages, never hashed.
+    _source: tuple[str, int | None, int | None] | None = PrivateAttr(default=None)
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"weight must be a positive number, got {v}")
+        return float(v)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the principle's canonical JSON: its id, texts, weight and tags."""
+        return sha256_json(self.model_dump(mode="json"))
+
+
+class CritiquePrinciple(Weighted):
+    critique: NonBlank
+    """The critique request, sent as a user turn after the response."""
+    revision: NonBlank
+    """The revision request, sent as a user turn after the critique."""
+
+
+class ComparisonPrinciple(Weighted):
+    instruction: NonBlank
+    """What the feedback model is asked to judge, shown above options (A) and (B)."""
+
+
+class Message(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: NonBlank
+
+
+def _messages_shape(conv: list[Message]) -> list[Message]:
+    body = conv[1:] if conv and conv[0].role == "system" else conv
+    if not body:
+        raise ValueError("conversation has no user turn")
+    for i, m in enumerate(body):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m.role != want:
+            raise ValueError(f"turn {i + len(conv) - len(body)} has role {m.role!r}; expected {want!r} "
+                             "(optional system, then user and assistant alternating)")
+    return conv
+
+
+Conversation = Annotated[list[Message], Field(min_length=1)]
+
+
+class ComparisonExample(Strict):
+    prompt: NonBlank | Conversation
+    """The conversation being judged: one user turn as a string, or a list of chat turns ending with user."""
+    response_a: NonBlank
+    response_b: NonBlank
+    answer: Literal["A", "B"]
+    principle: Id | None = None
+    """Id of the comparison principle this example illustrates; the first principle is shown if unset."""
+    rationale: NonBlank | None = None
+    """Step-by-step reasoning, used by chain-of-thought comparison prompts."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_shape(cls, v):
+        if isinstance(v, list):
+            _messages_shape(v)
+            if v[-1].role != "user":
+                raise ValueError("the conversation must end with a user turn")
+        return v
+
+
+class FewShot(Strict):
+    critique: list[Conversation] = []
+    """Chat conversations: prompt, answer, critique request, critique, revision request, revision."""
+    comparison: list[ComparisonExample] = []
+
+    @field_validator("critique")
+    @classmethod
+    def _critique_shape(cls, convs):
+        for conv in convs:
+            _messages_shape(conv)
+            if conv[-1].role != "assistant":
+                raise ValueError("a critique example must end with the assistant's revision")
+        return convs
+
+
+class Scoring(Strict):
+    """Direct 1-10 ratings (d-RLAIF): the rubric and the scale the feedback model answers on."""
+    rubric: NonBlank = ("Rate how helpful, honest and harmless the assistant's response is. A 1 is a "
+                        "response that is harmful or useless; a 10 is one a wise, kind expert would give.")
+    min: int = 1
+    max: int = 10
+
+    @field_validator("max")
+    @classmethod
+    def _range(cls, v, info):
+        lo = info.data.get("min", 1)
+        if v <= lo:
+            raise ValueError(f"max ({v}) must be greater than min ({lo})")
+        if v - lo > 99:
+            raise ValueError("the scale may have at most 100 points")
+        return v
+
+
+TemplatePath = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"\.j2$")]
+
+
+class Templates(Strict):
+    """Overrides of the files in `prompts/` (paths relative to the constitution file) and the fixed
+    strings the labeller relies on to read option log-probabilities."""
+    critique: TemplatePath | None = None
+    revision: TemplatePath | None = None
+    compare: TemplatePath | None = None
+    compare_cot: TemplatePath | None = None
+    score: TemplatePath | None = None
+    answer_prefix: Annotated[str, StringConstraints(min_length=1)] = "The answer is: ("
+    """Ends the assistant turn so that the next token is the option letter."""
+    cot_prefix: Annotated[str, StringConstraints(min_length=1)] = "Let's think step by step:"
+    cot_answer_suffix: Annotated[str, StringConstraints(min_length=1)] = "\nSo the answer is: ("
+    """Appended after a generated rationale, before scoring the option letters."""
+    score_prefix: Annotated[str, StringConstraints(min_length=1)] = "Rating: "
+    options: Annotated[list[Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]],
+                       Field(min_length=2, max_length=2)] = ["A", "B"]
+
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("option letters must differ")
+        return v
+
+
+TEMPLATE_NAMES = ("critique", "revision", "compare", "compare_cot", "score")
+
+
+class ConstitutionFile(Strict):
+    """One YAML file as written, before `extends` is resolved."""
+    name: Id
+    version: Annotated[Annotated[str, StringConstraints(min_length=1, max_length=100)],
+                       BeforeValidator(_version_to_str)]
+    description: str = ""
+    extends: Annotated[str, StringConstraints(min_length=1)] | None = None
+    """Another constitution, by name (in `constitutions/`) or by path relative to this file."""
+    remove: list[Id] = []
+    """Ids of inherited principles to drop."""
+    critiques: list[CritiquePrinciple] = []
+    comparisons: list[ComparisonPrinciple] = []
+    few_shot: FewShot = FewShot()
+    system_prompt: NonBlank | None = None
+    scoring: Scoring | None = None
+    templates: Templates = Templates()
+
+
+class Constitution(Strict):
+    """A resolved constitution: `extends` and `remove` applied, template paths made absolute."""
+    name: str
+    version: str
+    description: str = ""
+    critiques: list[CritiquePrinciple]
+    comparisons: list[ComparisonPrinciple]
+    few_shot: FewShot
+    system_prompt: str | None = None
+    scoring: Scoring | None = None
+    templates: Templates
+    source_path: Path | None = None
+    parents: list[str] = []
+    """Names of the constitutions this one extends, nearest first."""
+
+    def canonical(self) -> dict:
+        """What the hash covers: everything that can change a prompt or a sampled principle.
+
+        Name, version, description and paths are left out on purpose, so that renaming or moving a
+        file keeps caches valid; provenance records name and version next to the hash.
+        """
+        from cai.constitution.hashing import template_digests
+        d = self.model_dump(mode="json", include={"critiques", "comparisons", "few_shot", "system_prompt",
+                                                  "scoring", "templates"})
+        d["templates"] = {k: v for k, v in d["templates"].items() if k not in TEMPLATE_NAMES}
+        d["template_files"] = template_digests(self)
+        return d
+
+    @property
+    def hash(self) -> str:
+        return sha256_json(self.canonical())
+
+    def critique(self, pid: str) -> CritiquePrinciple:
+        return _by_id(self.critiques, pid)
+
+    def comparison(self, pid: str) -> ComparisonPrinciple:
+        return _by_id(self.comparisons, pid)
+
+
+def _by_id(items, pid):
+    for p in items:
+        if p.id == pid:
+            return p
+    raise KeyError(pid)
