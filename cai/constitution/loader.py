@@ -92,6 +92,10 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             seen[p.id] = i
             p._source = (file, *locate(marks, (key, i)))
 
+    for kind in ("critique", "comparison"):
+        for i in range(len(getattr(f.few_shot, kind))):
+            f.few_shot._sources[(kind, i)] = (file, *locate(marks, ("few_shot", kind, i)))
+
     templates = f.templates
     overrides = {}
     for name in TEMPLATE_NAMES:
@@ -142,9 +146,9 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             merged[key] = lst
         crit, comp = merged["critiques"], merged["comparisons"]
         fs_set = f.few_shot.model_fields_set
-        few_shot = FewShot(
-            critique=f.few_shot.critique if "critique" in fs_set else parent.few_shot.critique,
-            comparison=f.few_shot.comparison if "comparison" in fs_set else parent.few_shot.comparison)
+        origin = {k: f.few_shot if k in fs_set else parent.few_shot for k in ("critique", "comparison")}
+        few_shot = FewShot(critique=origin["critique"].critique, comparison=origin["comparison"].comparison)
+        few_shot._sources = {key: src for k, o in origin.items() for key, src in o._sources.items() if key[0] == k}
         system_prompt = f.system_prompt if "system_prompt" in f.model_fields_set else parent.system_prompt
         scoring = f.scoring if "scoring" in f.model_fields_set else parent.scoring
         set_here = templates.model_fields_set | set(overrides)
@@ -153,9 +157,14 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     if not crit and not comp:
         raise err("the constitution has no critiques and no comparisons", ())
     ids = {p.id for p in comp}
-    for i, ex in enumerate(f.few_shot.comparison):
+    for i, ex in enumerate(few_shot.comparison):
         if ex.principle is not None and ex.principle not in ids:
-            raise err(f"no comparison principle has id {ex.principle!r}", ("few_shot", "comparison", i, "principle"))
+            src_file, line, col = few_shot._sources.get(("comparison", i), (file, None, None))
+            if src_file == file:
+                line, col = locate(marks, ("few_shot", "comparison", i, "principle"))
+            raise InputError(f"no comparison principle has id {ex.principle!r}"
+                             + ("" if src_file == file else f" (it was removed in {file})"),
+                             file=src_file, line=line, col=col, field=f"few_shot.comparison[{i}].principle")
 
     return Constitution(name=f.name, version=f.version, description=f.description, critiques=crit,
                         comparisons=comp, few_shot=few_shot, system_prompt=system_prompt, scoring=scoring,

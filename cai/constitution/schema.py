@@ -118,6 +118,9 @@ class FewShot(Strict):
     """Chat conversations: prompt, answer, critique request, critique, revision request, revision."""
     comparison: list[ComparisonExample] = []
 
+    # ("critique" | "comparison", index) -> (file, line, col) where each example was written; for lint.
+    _sources: dict = PrivateAttr(default_factory=dict)
+
     @field_validator("critique")
     @classmethod
     def _critique_shape(cls, convs):
