@@ -17,6 +17,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 import cai
+from cai.constitution.loader import display
 from cai.constitution.schema import TEMPLATE_NAMES, ComparisonPrinciple, CritiquePrinciple, Scoring
 from cai.errors import InputError
 from cai.yamlio import read_text
@@ -69,7 +70,7 @@ def _template_line(exc: BaseException, path: str) -> int | None:
 def render(c, name: str, **variables: Any) -> str:
     """Render template `name` for constitution `c`; every failure is an `InputError` naming the file."""
     path = str(template_paths(c)[name])
-    where = dict(file=path, field=f"templates.{name}")
+    where = dict(file=display(Path(path)), field=f"templates.{name}")
     env = _env(tuple((n, str(p)) for n, p in template_paths(c).items()))
     try:
         template = env.get_template(name)

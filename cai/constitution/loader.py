@@ -11,16 +11,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 import cai
 from cai.constitution.schema import (TEMPLATE_NAMES, ComparisonExample, ComparisonPrinciple, Constitution,
                                      ConstitutionFile, CritiquePrinciple, FewShot, Message, Scoring, Templates)
 from cai.errors import InputError
-from cai.yamlio import Marks, format_path, load_yaml, locate
+from cai.yamlio import Marks, format_path, load_yaml, locate, read_text
 
 _KNOWN_KEYS = sorted({k for m in (ConstitutionFile, CritiquePrinciple, ComparisonPrinciple, FewShot,
                                   ComparisonExample, Message, Scoring, Templates) for k in m.model_fields})
+
+
+_ID_HINT = "an id starts with a letter or digit and contains only letters, digits, '_', '.' and '-'"
+_TEMPLATE_HINT = "a template override is the path of a .j2 file, relative to this constitution"
+_PATTERN_HINTS = {"id": _ID_HINT, "principle": _ID_HINT, "name": _ID_HINT, **{n: _TEMPLATE_HINT for n in TEMPLATE_NAMES}}
 
 
 def constitutions_dir() -> Path:
@@ -77,11 +83,11 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     try:
         f = ConstitutionFile.model_validate(data)
     except ValidationError as e:
-        raise validation_error(e, data, marks, file) from None
+        raise validation_error(e, data, {**marks, **_key_marks(path)}, file) from None
 
     def err(msg: str, loc: tuple) -> InputError:
         line, col = locate(marks, loc)
-        return InputError(msg, file=file, line=line, col=col, field=format_path(loc))
+        return InputError(msg, file=file, line=line, col=col, field=format_path(loc) if loc else None)
 
     for key in ("critiques", "comparisons"):
         seen: dict[str, int] = {}
@@ -171,6 +177,30 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
                         templates=templates, source_path=path, parents=parents)
 
 
+def _key_marks(path: Path) -> Marks:
+    """(line, col) of each mapping *key* whose value is a collection, keyed by the value's path.
+
+    `yamlio` marks where a value starts; for `critques:` followed by a block list that is the next
+    line, while the mistake is the key. Computed only when reporting an error.
+    """
+    node = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
+    out: Marks = {}
+
+    def walk(n, p):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                if not isinstance(v, yaml.ScalarNode):
+                    out[p + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+                walk(v, p + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, p + (i,))
+
+    walk(node, ())
+    return out
+
+
 def _data_loc(loc: tuple, data: Any) -> tuple:
     """Drop the parts of a pydantic error location that name union members, not data keys."""
     out: list = []
@@ -205,6 +235,8 @@ def validation_error(e: ValidationError, data: Any, marks: Marks, file: str) -> 
         msg = f"unknown key {loc[-1]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
     elif kind == "missing":
         msg = "missing required field"
+    elif kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
+        msg = f"{_PATTERN_HINTS[loc[-1]]}, got {er['input']!r}"
     else:
         msg = er["msg"].removeprefix("Value error, ")
         if kind.endswith("_type") or kind == "literal_error":

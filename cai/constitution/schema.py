@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
 
 from cai.constitution.hashing import sha256_json
 
@@ -92,6 +92,16 @@ def _messages_shape(conv: list[Message]) -> list[Message]:
 Conversation = Annotated[list[Message], Field(min_length=1)]
 
 
+def _critique_conv(conv: list[Message]) -> list[Message]:
+    _messages_shape(conv)
+    if conv[-1].role != "assistant":
+        raise ValueError("a critique example must end with the assistant's revision")
+    return conv
+
+
+CritiqueConversation = Annotated[list[Message], Field(min_length=1), AfterValidator(_critique_conv)]
+
+
 class ComparisonExample(Strict):
     prompt: NonBlank | Conversation
     """The conversation being judged: one user turn as a string, or a list of chat turns ending with user."""
@@ -114,21 +124,12 @@ class ComparisonExample(Strict):
 
 
 class FewShot(Strict):
-    critique: list[Conversation] = []
+    critique: list[CritiqueConversation] = []
     """Chat conversations: prompt, answer, critique request, critique, revision request, revision."""
     comparison: list[ComparisonExample] = []
 
     # ("critique" | "comparison", index) -> (file, line, col) where each example was written; for lint.
     _sources: dict = PrivateAttr(default_factory=dict)
-
-    @field_validator("critique")
-    @classmethod
-    def _critique_shape(cls, convs):
-        for conv in convs:
-            _messages_shape(conv)
-            if conv[-1].role != "assistant":
-                raise ValueError("a critique example must end with the assistant's revision")
-        return convs
 
 
 class Scoring(Strict):
