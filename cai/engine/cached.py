@@ -1,0 +1,89 @@
+"""`CachedEngine`: any engine behind the content-addressed request cache.
+
+Hits are answered on the next `poll` without touching the engine; misses go to the engine and their
+successful results are stored. Failed results are never cached, so a rerun retries them. The counters
+(`engine_requests`, `cache_hits`, `generated_tokens`) are what tests and progress bars read.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from cai.data.store import RequestCache
+from cai.engine.base import Completion, Engine, Result, SamplingParams, request_key
+
+
+def _to_json(r: Result) -> dict[str, Any]:
+    return dataclasses.asdict(r)
+
+
+def _from_json(d: dict[str, Any]) -> Result:
+    return Result(outputs=[Completion(**c) for c in d["outputs"]], prompt_tokens=d["prompt_tokens"],
+                  error=d.get("error"))
+
+
+class CachedEngine(Engine):
+    def __init__(self, engine: Engine, cache: RequestCache | None):
+        self.inner, self.cache = engine, cache
+        self.name, self.model_id, self.model_hash = engine.name, engine.model_id, engine.model_hash
+        self.tokenizer, self.max_model_len = engine.tokenizer, engine.max_model_len
+        self._ready: list[tuple[str, Result]] = []
+        self._keys: dict[str, str] = {}
+        self.engine_requests = self.cache_hits = self.generated_tokens = 0
+
+    def submit(self, request_id: str, prompt: Any, params: SamplingParams) -> None:
+        ids = self.encode(prompt)
+        key = request_key(self.model_hash, ids, params)
+        hit = self.cache.get(key) if self.cache else None
+        if hit is not None:
+            self.cache_hits += 1
+            self._ready.append((request_id, _from_json(hit)))
+            return
+        self.engine_requests += 1
+        self._keys[request_id] = key
+        self.inner.submit(request_id, ids, params)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._ready) or self.inner.has_unfinished()
+
+    def poll(self) -> list[tuple[str, Result]]:
+        out, self._ready = self._ready, []
+        if self.inner.has_unfinished():
+            for rid, res in self.inner.poll():
+                key = self._keys.pop(rid, None)
+                if res.ok:
+                    self.generated_tokens += sum(len(c.token_ids) for c in res.outputs)
+                    if self.cache and key:
+                        self.cache.put(key, _to_json(res))
+                out.append((rid, res))
+        return out
+
+    def _cached_batch(self, kind: str, items: list[tuple[list[int], Any]], run) -> list[Any]:
+        keys = [request_key(self.model_hash, [kind, ids, extra], SamplingParams(temperature=0, max_tokens=1))
+                for ids, extra in items]
+        out: list[Any] = [self.cache.get(k) if self.cache else None for k in keys]
+        miss = [i for i, v in enumerate(out) if v is None]
+        self.cache_hits += len(items) - len(miss)
+        self.engine_requests += len(miss)
+        if miss:
+            fresh = run([items[i] for i in miss])
+            for i, v in zip(miss, fresh):
+                out[i] = v
+                if self.cache and not isinstance(v, str):
+                    self.cache.put(keys[i], v)
+        return out
+
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20):
+        items = [(self.encode(p), k) for p in prompts]
+        res = self._cached_batch("top", items, lambda xs: [
+            {str(t): v for t, v in d.items()} if isinstance(d, dict) else d
+            for d in self.inner.top_logprobs([ids for ids, _ in xs], k)])
+        return [{int(t): v for t, v in d.items()} if isinstance(d, dict) else d for d in res]
+
+    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]):
+        items = [(self.encode(p), list(c)) for p, c in zip(prompts, continuations)]
+        return self._cached_batch("score", items, lambda xs: self.inner.score_continuations(
+            [ids for ids, _ in xs], [c for _, c in xs]))
+
+    def close(self) -> None:
+        self.inner.close()

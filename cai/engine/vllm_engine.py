@@ -1,0 +1,162 @@
+"""vLLM backend: an in-process `vllm.LLM` (CPU or GPU) with prefix caching.
+
+Requests are fed straight into `llm.llm_engine` (`add_request` + `step`), so callers can keep the
+engine full with a continuous stream instead of one barrier-separated `generate` per stage.
+Engine arguments pass through unchanged (`tensor_parallel_size`, `data_parallel_size`,
+`distributed_executor_backend="ray"`, ...), so the same code scales from this CPU to a GPU node.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from cai.engine.base import Completion, Engine, Result, SamplingParams
+from cai.models import model_hash, resolve_model
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = 4096,
+                 gpu_memory_utilization: float | None = None, seed: int = 0, enable_prefix_caching: bool = True,
+                 **engine_args: Any):
+        on_gpu = _cuda_available()
+        if engine_args.get("tensor_parallel_size", 1) == 1 and engine_args.get("data_parallel_size", 1) == 1:
+            # In-process engine core: no spawn guard needed, and weights can be updated in place (PPO).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if gpu_memory_utilization is None:
+            # On CPU this is the fraction of RAM reserved for the KV cache; vLLM's default (0.9) fails.
+            gpu_memory_utilization = 0.9 if on_gpu else float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3"))
+        import vllm
+
+        path = resolve_model(model)
+        self.model_id, self.model_path = str(model), path
+        self.model_hash = model_hash(path)
+        self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
+                            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+                            enable_prefix_caching=enable_prefix_caching, **engine_args)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._engine = self.llm.llm_engine
+        self._ids: dict[str, str] = {}  # vLLM's request id -> ours
+        self._kind: dict[str, str] = {}  # ours -> "gen" | "top" | "score"
+        self._extra: dict[str, Any] = {}
+        self._done: list[tuple[str, Any]] = []  # failed at submission; reported by the next poll
+
+    # ---- continuous feed -------------------------------------------------------------------------
+    def _add(self, rid: str, ids: list[int], sp, kind: str, extra: Any = None) -> None:
+        from vllm.inputs import TokensPrompt
+        self._kind[rid], self._extra[rid] = kind, extra
+        try:
+            if len(ids) >= self.max_model_len:
+                raise ValueError(f"prompt has {len(ids)} tokens; the model's context is {self.max_model_len}")
+            vid = self._engine.add_request(rid, TokensPrompt(prompt_token_ids=ids), sp)
+        except Exception as e:  # one bad request must not take the batch down
+            self._done.append((rid, f"{type(e).__name__}: {e}"))
+            return
+        self._ids[vid] = rid
+        self._ids[rid] = rid
+
+    def submit(self, request_id: str, prompt: Any, params: SamplingParams) -> None:
+        self._add(request_id, self.encode(prompt), _to_vllm(params), "gen")
+
+    def has_unfinished(self) -> bool:
+        return bool(self._done) or self._engine.has_unfinished_requests()
+
+    def poll(self) -> list[tuple[str, Any]]:
+        finished, self._done = [(rid, self._fail(rid, err)) for rid, err in self._done], []
+        if not self._engine.has_unfinished_requests():
+            return finished
+        for out in self._engine.step():
+            if not out.finished:
+                continue
+            rid = self._ids.pop(out.request_id, None) or self._ids.pop(getattr(out, "external_req_id", ""), None)
+            if rid is None:
+                continue
+            self._ids.pop(rid, None)
+            kind, extra = self._kind.pop(rid), self._extra.pop(rid)
+            finished.append((rid, _CONVERT[kind](out, extra)))
+        return finished
+
+    def _fail(self, rid: str, err: str):
+        kind = self._kind.pop(rid, "gen")
+        self._extra.pop(rid, None)
+        return Result(error=err) if kind == "gen" else err
+
+    # ---- scoring ---------------------------------------------------------------------------------
+    def _run(self, items: list[tuple[list[int], Any, str, Any]]) -> list[Any]:
+        for i, (ids, sp, kind, extra) in enumerate(items):
+            self._add(f"_s{i}", ids, sp, kind, extra)
+        out: dict[str, Any] = {}
+        while len(out) < len(items):
+            out.update(self.poll())
+        return [out[f"_s{i}"] for i in range(len(items))]
+
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
+        import vllm
+        sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=k, detokenize=False,
+                                 output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY)
+        return self._run([(self.encode(p), sp, "top", None) for p in prompts])
+
+    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]):
+        import vllm
+        sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                                 output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY)
+        items = []
+        for p, c in zip(prompts, continuations):
+            ids = self.encode(p)
+            items.append((ids + list(c), sp, "score", (len(ids), list(c))))
+        return self._run(items)
+
+    # ---- weights (PPO) ---------------------------------------------------------------------------
+    def load_weights(self, named_tensors) -> None:
+        """Update the served weights in place (in-process engine), then drop stale prefix-cache blocks."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        self.llm = self._engine = None
+        import gc
+        gc.collect()
+
+
+def _to_vllm(p: SamplingParams):
+    import vllm
+    return vllm.SamplingParams(
+        n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed,
+        stop=list(p.stop) or None, logprobs=0 if p.logprobs else None,
+        output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def _gen_result(out, _extra) -> Result:
+    comps = []
+    for o in out.outputs:
+        lps = None
+        if o.logprobs is not None:
+            lps = [float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids)]
+        reason = o.finish_reason if o.finish_reason in ("stop", "length") else (o.finish_reason or "stop")
+        comps.append(Completion(o.text, list(o.token_ids), lps, reason))
+    return Result(outputs=comps, prompt_tokens=len(out.prompt_token_ids or []))
+
+
+def _top_result(out, _extra) -> dict[int, float]:
+    step = out.outputs[0].logprobs[0]
+    return {int(t): float(lp.logprob) for t, lp in step.items()}
+
+
+def _score_result(out, extra) -> list[float]:
+    n_prompt, cont = extra
+    plp = out.prompt_logprobs  # position i: {token_id: Logprob} for prompt token i (None at 0)
+    return [float(plp[n_prompt + j][t].logprob) for j, t in enumerate(cont)]
+
+
+_CONVERT = {"gen": _gen_result, "top": _top_result, "score": _score_result}

@@ -1,0 +1,101 @@
+"""`cai generate`: answer a prompt set with a model and write the `responses` config.
+
+The smallest complete stage: prompts in, one batch through the engine (cached, resumable), a dataset
+in the shared layout out. The critique and feedback stages follow the same shape.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROMPTS = str(Path(__file__).resolve().parents[1] / "data" / "red_team.jsonl")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from cai.stage import add_engine_args
+    p = sub.add_parser("generate", help="answer prompts with a model; writes the `responses` config")
+    p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="JSONL/CSV/Parquet file, dataset dir or hub id")
+    p.add_argument("--column", default="prompt", help="prompt column (default: prompt)")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--n", type=int, default=1, help="completions per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--overwrite", action="store_true", help="replace an output dir from another configuration")
+    add_engine_args(p)
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from cai.engine import SamplingParams
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
+    generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
+             system=args.system, limit=args.limit, overwrite=args.overwrite, engine_args=args)
+    return 0
+
+
+def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
+             limit: int | None = None, overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
+    from cai.data.layout import write_dataset
+    from cai.data.sources import as_messages, load_prompts
+    from cai.data.store import RunDir
+    from cai.stage import Progress, engine_from_args, print_summary, provenance
+
+    rows = load_prompts(prompts, column=column, limit=limit)
+    engine = engine or engine_from_args(engine_args, seed=seed)
+    run = RunDir(out, {"stage": "generate", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
+                       "model_hash": engine.model_hash, "params": params.to_dict(), "seed": seed, "system": system},
+                 overwrite=overwrite)
+    log = run.log("responses")
+    done = log.load()
+    todo = [r for r in rows if r["id"] not in done]
+    bar = Progress(len(rows), "generate", engine, initial=len(rows) - len(todo))
+    t0 = time.perf_counter()
+    by_id = {r["id"]: r for r in todo}
+    for r in todo:  # one continuous batch; per-prompt seeds keep samples independent of batching
+        engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], system)),
+                      params.replace(seed=_seed(seed, r["id"])))
+    while engine.has_unfinished():
+        for rid, res in engine.poll():
+            r = by_id[rid]
+            rec = {"key": rid, "id": rid, "prompt": r["prompt"], "error": res.error,
+                   "responses": [c.text for c in res.outputs], "finish_reasons": [c.finish_reason for c in res.outputs],
+                   "tokens": [len(c.token_ids) for c in res.outputs]}
+            log.append(rec)
+            done[rid] = rec
+            bar.update()
+    bar.close()
+    log.close()
+    prov = provenance(engine, seed=seed, sampling=params.to_dict())
+    table = []
+    for r in rows:
+        rec = done[r["id"]]
+        for j, text in enumerate(rec["responses"] or [None]):
+            table.append({"id": r["id"], "sample": j, "prompt": r["prompt"],
+                          "messages": as_messages(r["prompt"], system) + ([{"role": "assistant", "content": text}]
+                                                                          if text is not None else []),
+                          "response": text, "finish_reason": rec["finish_reasons"][j] if text is not None else "error",
+                          "completion_tokens": rec["tokens"][j] if text is not None else 0,
+                          "error": rec["error"], **{k: r[k] for k in r if k not in ("id", "prompt")}, **prov})
+    errors = sum(1 for r in table if r["error"])
+    manifest = {"stage": "generate", "rows": len(table), "errors": errors, "provenance": prov,
+                "seconds": round(time.perf_counter() - t0, 2), "generated_tokens": engine.generated_tokens,
+                "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits}
+    write_dataset(out, {"responses": table}, manifest, title="cai generate: responses",
+                  body=f"Responses of `{engine.model_id}` to `{prompts}`.")
+    print_summary("generate", [("rows", len(table)), ("errors", errors), ("tokens", engine.generated_tokens),
+                               ("seconds", manifest["seconds"]), ("out", out)])
+    if errors:
+        from cai.errors import PartialRunError
+        raise PartialRunError(f"{errors} of {len(table)} requests failed; they are recorded in {out}")
+    return manifest
+
+
+def _seed(seed: int, key: str) -> int:
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")

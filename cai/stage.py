@@ -1,0 +1,105 @@
+"""Plumbing every dataset-producing stage shares: engine flags, provenance, progress and summaries.
+
+Stages (generate, critique, sample, label) differ in what they ask the engine; how they open the engine,
+cache requests, resume runs and report progress is written once, here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from cai import __version__
+from cai.errors import InputError
+
+
+def add_engine_args(p: argparse.ArgumentParser, *, model_flag: str = "--model", default_model: str = "smollm2-135m"
+                    ) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument(model_flag, dest="model", default=default_model,
+                   help=f"model: built-in alias, local HF dir or hub id (default {default_model})")
+    g.add_argument("--engine", choices=["vllm", "hf", "openai"], default=None,
+                   help="vllm (default when installed), hf (transformers) or openai (HTTP server)")
+    g.add_argument("--base-url", action="append", default=[], help="openai engine: server URL (repeatable)")
+    g.add_argument("--max-model-len", type=int, default=4096)
+    g.add_argument("--dtype", default="auto")
+    g.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra engine argument passed through, e.g. tensor_parallel_size=2 (JSON values)")
+    g.add_argument("--cache", default=None, help="request cache (SQLite); default ~/.cache/cai/requests.sqlite")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
+
+
+def parse_engine_args(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"expected KEY=VALUE, got {item!r}", field="--engine-arg")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def engine_from_args(args, *, seed: int = 0):
+    """Open the engine the flags describe, behind the request cache."""
+    from cai.data.store import RequestCache, default_cache_path
+    from cai.engine import make_engine
+    from cai.engine.cached import CachedEngine
+
+    kw = parse_engine_args(args.engine_arg)
+    if args.engine == "openai":
+        if not args.base_url:
+            raise InputError("the openai engine needs --base-url", field="--base-url")
+        kw["base_urls"] = args.base_url
+    else:
+        kw.update(max_model_len=args.max_model_len, dtype=args.dtype, seed=seed)
+    engine = make_engine(args.engine, args.model, **kw)
+    cache = None if args.no_cache else RequestCache(args.cache or default_cache_path())
+    return CachedEngine(engine, cache)
+
+
+def provenance(engine, *, seed: int, sampling: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"model_id": engine.model_id, "model_hash": engine.model_hash, "engine": engine.name,
+            "seed": seed, "sampling": json.dumps(sampling, sort_keys=True), "cai_version": __version__, **extra}
+
+
+class Progress:
+    """A tqdm bar over units of work (conversations, pairs) showing generated tokens/s and the ETA."""
+
+    def __init__(self, total: int, desc: str, engine=None, initial: int = 0):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="conv", initial=initial, dynamic_ncols=True)
+        self.engine, self.t0 = engine, time.perf_counter()
+        self._tok0 = getattr(engine, "generated_tokens", 0)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        if self.engine is not None:
+            self.bar.set_postfix_str(f"{self.tokens_per_s:.0f} tok/s", refresh=False)
+
+    @property
+    def tokens(self) -> int:
+        return getattr(self.engine, "generated_tokens", 0) - self._tok0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.elapsed, 1e-9)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def print_summary(title: str, rows: list[tuple[str, Any]]) -> None:
+    """A small aligned table on stderr at the end of a run."""
+    import sys
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{title}", file=sys.stderr)
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}", file=sys.stderr)
