@@ -1,0 +1,45 @@
+"""`cai train sft|rm|dpo --config FILE.yaml [key.sub=value ...] [--resume]`.
+
+Registration imports no torch; the handler loads the config (errors name file:line:col and the field)
+and runs the stage's `train`. Under `accelerate launch` every process runs the same command.
+"""
+from __future__ import annotations
+
+import argparse
+
+from cai.train.config import STAGES
+
+HELP = {"sft": "supervised fine-tuning on chat messages (assistant tokens only)",
+        "rm": "Bradley-Terry reward model on preference pairs (soft labels)",
+        "dpo": "DPO / IPO / cDPO / robust DPO on preference pairs"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model: sft, rm (reward model) or dpo")
+    tsub = p.add_subparsers(dest="train_stage", metavar="STAGE", required=True)
+    for stage in STAGES:
+        s = tsub.add_parser(stage, help=HELP[stage], description=HELP[stage] + ". Overrides are dotted "
+                            "config keys, e.g. optim.lr=1e-5 run.max_steps=10 data.path=out/feedback")
+        s.add_argument("--config", help="YAML config (see configs/); defaults apply to absent keys")
+        s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+        s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
+        s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        s.set_defaults(func=_handler(stage))
+
+
+def _handler(stage: str):
+    def run(args) -> int:
+        import dataclasses
+
+        import yaml
+
+        from cai.train.config import load_config
+        cfg = load_config(STAGES[stage], args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+            return 0
+        import importlib
+        out = importlib.import_module(f"cai.train.{stage}").train(cfg, resume=args.resume)
+        print(out)
+        return 0
+    return run

@@ -1,0 +1,206 @@
+"""DPO (and IPO, cDPO, robust DPO) on preference pairs: `cai train dpo` or `train(DPOConfig(...))`.
+
+The reference log-probs are computed once before training and cached on disk, keyed by the hashes of
+the tokenised dataset and the reference weights; each step then needs one policy forward/backward over
+chosen and rejected together. Soft AI labels act as per-pair label smoothing ε = 1 − p_chosen.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from cai.train import common, data, losses
+from cai.train.card import write_card
+from cai.train.config import DPOConfig, config_error
+
+METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
+               "logps/chosen", "logps/rejected"]
+REF_CACHE_VERSION = "1"
+
+
+def train(cfg: DPOConfig, resume: bool = False) -> Path:
+    # 1. processes, seed, tokenizer, data
+    acc = common.make_accelerator(cfg.run.seed)
+    model_path = common.resolve(cfg.model, "model")
+    tok = common.load_tokenizer(model_path)
+    prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(
+        tok, row, cfg.data.max_length, cfg.data.truncation_mode, counts))
+    soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
+    if soft and cfg.loss_type == "ipo":
+        raise config_error(cfg, "loss_type", "IPO cannot use soft labels (p_chosen); set soft_labels: false")
+    if soft and cfg.loss_type == "robust" and min(e.p_chosen for e in prep.train) <= 0.5:
+        raise config_error(cfg, "soft_labels", "robust DPO needs ε = 1 − p_chosen < 0.5 for every pair")
+
+    # 2. policy (with LoRA: an adapter over the frozen base)
+    policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
+    if cfg.lora.enabled:
+        from cai.train.lora import apply_lora
+        policy = apply_lora(policy, cfg.lora, cfg)
+    module = common.CompletionLogps(policy)
+
+    # 3. reference log-probs, once, cached on disk: (N,) for train then eval examples
+    examples = prep.train + prep.eval
+    ref_c, ref_r = reference_logps(acc, cfg, module, model_path, examples)
+    ref_c, ref_r = ref_c.to(acc.device), ref_r.to(acc.device)
+    n_train = len(prep.train)
+
+    # 4. optimizer, schedule, processes, resume
+    steps = common.total_steps(n_train, cfg.run)
+    opt = common.make_optimizer(module, cfg.optim)
+    sched = common.make_scheduler(opt, cfg.optim, steps)
+    module, opt = acc.prepare(module, opt)
+    acc.register_for_checkpointing(sched)
+    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
+    start = ckpt.load()["step"] if resume else 0
+    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, "dpo")
+    loss_fn = losses.DPO_LOSSES[cfg.loss_type]
+    lengths = [e.length for e in prep.train]
+    B, world = cfg.run.batch_size, acc.num_processes
+
+    module.train()
+    last = {}
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        # 5. this process's micro-batches of global batch `step`
+        idx = data.step_indices(n_train, B, step, cfg.run.seed)
+        micro = data.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        sums: dict[str, torch.Tensor] = {}
+        for j, mb in enumerate(micro):
+            sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
+            with sync:
+                # 6. policy log-probs of chosen and rejected in one forward
+                out = pair_losses(module, [prep.train[i] for i in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
+                                  tok.pad_token_id, acc.device)
+                # 7. sum over pairs / global batch; × world because DDP averages gradients over processes
+                acc.backward(out["loss"].sum() / B * world)
+            _accumulate(sums, out)
+        # 8. optimizer step
+        gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
+        # 9. metrics over the global batch
+        last = _finish(acc, sums, B)
+        last.update(lr=sched.get_last_lr()[0], grad_norm=gnorm, step_time_s=time.perf_counter() - t0)
+        last["tokens_per_s"] = last["tokens"] / last["step_time_s"]
+        metrics.log(step + 1, last)
+        common.step_delay()
+        # 10. checkpoint and evaluation
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
+            ckpt.save(step + 1, {"stage": "dpo"})
+        if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and prep.eval:
+            metrics.log(step + 1, evaluate(acc, module, prep.eval, ref_c[n_train:], ref_r[n_train:], cfg, soft,
+                                           loss_fn, tok.pad_token_id))
+    # 11. final evaluation, model, card, plot
+    final = {k: v for k, v in last.items() if k in METRIC_KEYS}
+    if prep.eval:
+        ev = evaluate(acc, module, prep.eval, ref_c[n_train:], ref_r[n_train:], cfg, soft, loss_fn, tok.pad_token_id)
+        metrics.log(steps, ev)
+        final.update(ev)
+    metrics.close()
+    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
+    if acc.is_main_process:
+        write_card(out_dir, "dpo", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
+                   {"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps})
+        common.plot_metrics(out_dir, METRIC_KEYS, f"DPO ({cfg.loss_type}, β={cfg.beta})")
+    acc.wait_for_everyone()
+    return out_dir
+
+
+def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg: DPOConfig, soft: bool,
+                loss_fn, pad_id: int, device) -> dict:
+    """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
+    batch = data.collate_pairs(exs, pad_id)
+    logps, n_tok = module(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                          batch["completion_mask"].to(device))  # (2b,), (2b,)
+    chosen, rejected = logps.chunk(2)  # (b,) each
+    len_c, len_r = n_tok.chunk(2)
+    eps = (1 - batch["p_chosen"].to(device)) if soft else cfg.label_smoothing
+    c_ratio, r_ratio = chosen - ref_c, rejected - ref_r  # log π/π_ref of each response, (b,)
+    loss = loss_fn(c_ratio, r_ratio, cfg.beta, eps, chosen_len=len_c, rejected_len=len_r)  # (b,)
+    rc, rr = losses.dpo_implicit_rewards(c_ratio, r_ratio, cfg.beta)
+    return {"loss": loss, "rewards/chosen": rc, "rewards/rejected": rr, "rewards/accuracy": (rc > rr).float(),
+            "rewards/margin": rc - rr, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach(),
+            "tokens": batch["attention_mask"].sum().float()}
+
+
+def _accumulate(sums: dict, out: dict) -> None:
+    for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
+
+
+def _finish(acc, sums: dict, n_pairs: int) -> dict:
+    """Per-pair means over the global batch (tokens: total)."""
+    out = {}
+    for k, v in sums.items():
+        total = common.reduce_sum(acc, v).item()
+        out[k] = total if k == "tokens" else total / n_pairs
+    return out
+
+
+@torch.no_grad()
+def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, loss_fn, pad_id: int) -> dict:
+    """Held-out DPO loss, reward accuracy and margins (pairs split over processes)."""
+    module.eval()
+    sums: dict = {}
+    mine = list(range(acc.process_index, len(exs), acc.num_processes))
+    for i in range(0, len(mine), cfg.run.micro_batch_size):
+        mb = mine[i:i + cfg.run.micro_batch_size]
+        _accumulate(sums, pair_losses(module, [exs[j] for j in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
+                                      pad_id, acc.device))
+    module.train()
+    if not sums:  # this process had no held-out pairs
+        sums = {k: torch.zeros((), dtype=torch.float64) for k in METRIC_KEYS + ["tokens"]}
+    return {f"eval/{k}": v for k, v in _finish(acc, sums, len(exs)).items() if k != "tokens"}
+
+
+# ---- reference log-probs --------------------------------------------------------------------------------
+
+
+def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed reference log-probs (N,), (N,) of chosen and rejected, computed once and cached on disk.
+
+    The reference is `cfg.ref_model` when given; otherwise the initial policy — with LoRA, the same module
+    with the adapter disabled (no second copy of the weights)."""
+    from cai.models import cache_dir, model_hash
+    ref_path = common.resolve(cfg.ref_model, "ref_model") if cfg.ref_model else model_path
+    key = hashlib.sha256("|".join([REF_CACHE_VERSION, data.examples_hash(examples), model_hash(ref_path),
+                                   cfg.run.dtype]).encode()).hexdigest()[:32]
+    cache = Path(cfg.ref_cache_dir or cache_dir() / "ref_logps") / f"{key}.pt"
+    if cache.is_file():
+        saved = torch.load(cache)
+        return saved["chosen"], saved["rejected"]
+
+    # each process scores a strided share, longest first in batches of similar length
+    mine = sorted(range(acc.process_index, len(examples), acc.num_processes), key=lambda i: examples[i].length)
+    if cfg.ref_model:
+        ref = common.CompletionLogps(common.load_causal_lm(ref_path, cfg.run.dtype)).to(acc.device)
+        no_adapter = contextlib.nullcontext()
+    else:
+        ref = module.to(acc.device)
+        no_adapter = module.model.disable_adapter() if cfg.lora.enabled else contextlib.nullcontext()
+    ref.eval()
+    results = []
+    with torch.no_grad(), no_adapter:
+        for i in range(0, len(mine), cfg.run.micro_batch_size * 2):
+            mb = mine[i:i + cfg.run.micro_batch_size * 2]
+            batch = data.collate_pairs([examples[j] for j in mb], 0)
+            logps, _ = ref(batch["input_ids"].to(acc.device), batch["attention_mask"].to(acc.device),
+                           batch["completion_mask"].to(acc.device))
+            c, r = logps.float().cpu().chunk(2)
+            results += list(zip(mb, c.tolist(), r.tolist()))
+    module.train()
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+        results = gather_object(results)
+    chosen, rejected = torch.zeros(len(examples)), torch.zeros(len(examples))
+    for i, c, r in results:
+        chosen[i], rejected[i] = c, r
+    if acc.is_main_process:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{id(results)}")
+        torch.save({"chosen": chosen, "rejected": rejected, "key": key}, tmp)
+        tmp.replace(cache)
+    return chosen, rejected
