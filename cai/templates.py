@@ -34,27 +34,44 @@ def template_paths(c) -> dict[str, Path]:
             for n in TEMPLATE_NAMES}
 
 
-class _Loader(jinja2.BaseLoader):
-    """Named templates map to their files; `{% include %}` looks beside the override, then in prompts/."""
+def read_templates(c) -> dict[str, tuple[str, str]]:
+    """name -> (path, text) of every template, read once when the constitution is loaded, so that the
+    hash and the prompts come from the same text even if the file changes during a run."""
+    return {n: (str(p), read_text(p)) for n, p in template_paths(c).items()}
 
-    def __init__(self, files: tuple[tuple[str, str], ...]):
-        self.files = dict(files)
-        self.dirs = [*{str(Path(p).parent) for p in self.files.values()}, str(PROMPTS_DIR)]
+
+def sources(c) -> dict[str, tuple[str, str]]:
+    return c.template_sources or read_templates(c)
+
+
+class _Loader(jinja2.BaseLoader):
+    """Named templates come from the loaded texts; `{% include %}` looks beside them, then in prompts/."""
+
+    def __init__(self, files: tuple[tuple[str, str, str], ...]):
+        self.files = {name: (path, text) for name, path, text in files}
+        self.dirs = [*dict.fromkeys(str(Path(p).parent) for p, _ in self.files.values()), str(PROMPTS_DIR)]
 
     def get_source(self, environment, template):
-        path = self.files.get(template.removesuffix(".j2"))
-        if path is None:
-            path = next((str(Path(d) / template) for d in self.dirs if (Path(d) / template).is_file()), None)
-        if path is None or ".." in Path(template).parts:
+        if template in self.files:
+            path, text = self.files[template]
+            return text, path, lambda: True
+        if ".." in Path(template).parts or Path(template).is_absolute():
             raise jinja2.TemplateNotFound(template)
-        return read_text(path), path, lambda: False
+        path = next((Path(d) / template for d in self.dirs if (Path(d) / template).is_file()), None)
+        if path is None:
+            raise jinja2.TemplateNotFound(template)
+        return read_text(path), str(path), lambda: False
 
 
 @functools.lru_cache(maxsize=32)
-def _env(files: tuple[tuple[str, str], ...]) -> SandboxedEnvironment:
+def _env(files: tuple[tuple[str, str, str], ...]) -> SandboxedEnvironment:
     return SandboxedEnvironment(loader=_Loader(files), undefined=jinja2.StrictUndefined, autoescape=False,
                                 trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
                                 auto_reload=False)
+
+
+def env_for(c) -> SandboxedEnvironment:
+    return _env(tuple((n, p, t) for n, (p, t) in sources(c).items()))
 
 
 def _template_line(exc: BaseException, path: str) -> int | None:
@@ -69,9 +86,9 @@ def _template_line(exc: BaseException, path: str) -> int | None:
 
 def render(c, name: str, **variables: Any) -> str:
     """Render template `name` for constitution `c`; every failure is an `InputError` naming the file."""
-    path = str(template_paths(c)[name])
+    path = sources(c)[name][0]
     where = dict(file=display(Path(path)), field=f"templates.{name}")
-    env = _env(tuple((n, str(p)) for n, p in template_paths(c).items()))
+    env = env_for(c)
     try:
         template = env.get_template(name)
     except jinja2.TemplateSyntaxError as e:

@@ -22,7 +22,7 @@ def sha256_json(obj: Any) -> str:
 def template_digests(c) -> dict[str, str]:
     """sha256 of each prompt template the constitution renders with (overrides or `prompts/`).
 
-    The file's content, not its path, is hashed: editing `prompts/compare.j2` changes every prompt.
+    The text, not the path, is hashed: editing `prompts/compare.j2` changes every prompt.
     """
-    from cai.templates import template_paths
-    return {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in template_paths(c).items()}
+    from cai.templates import sources
+    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, (_, text) in sources(c).items()}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import jinja2.meta
 
 from cai.constitution.schema import Constitution
-from cai.templates import _env, template_paths
+from cai.templates import env_for, sources
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,7 @@ _TEMPLATE_NEEDS = {"critique": "principle", "revision": "principle", "compare": 
 
 def check_templates(c: Constitution) -> list[LintWarning]:
     out = []
-    paths = template_paths(c)
-    env = _env(tuple((n, str(p)) for n, p in paths.items()))
+    env = env_for(c)
     for name, need in _TEMPLATE_NEEDS.items():
         if getattr(c.templates, name) is None:
             continue
@@ -113,7 +112,7 @@ def check_templates(c: Constitution) -> list[LintWarning]:
         used = jinja2.meta.find_undeclared_variables(env.parse(source))
         alternatives = {"options": {"options", "response_a", "response_b"}}.get(need, {need})
         if not used & alternatives:
-            out.append(LintWarning(str(paths[name]), None, None, f"templates.{name}",
+            out.append(LintWarning(sources(c)[name][0], None, None, f"templates.{name}",
                                    f"the template never uses {need!r}"))
     return out
 

@@ -68,7 +68,8 @@ def load_constitution(ref: str | Path) -> Constitution:
                              f"looked in {constitutions_dir()})")
         raise InputError("file not found", file=ref)
     c = _load(path, stack=())
-    from cai.templates import check_templates
+    from cai.templates import check_templates, read_templates
+    c = c.model_copy(update={"template_sources": read_templates(c)})
     check_templates(c)
     return c
 

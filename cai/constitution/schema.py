@@ -213,6 +213,8 @@ class Constitution(Strict):
     source_path: Path | None = None
     parents: list[str] = []
     """Names of the constitutions this one extends, nearest first."""
+    template_sources: dict[str, tuple[str, str]] = Field(default_factory=dict, repr=False)
+    """name -> (path, text) of each prompt template, read at load time; hashed and rendered from."""
 
     def canonical(self) -> dict:
         """What the hash covers: everything that can change a prompt or a sampled principle.
