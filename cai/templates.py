@@ -100,6 +100,9 @@ def render(c, name: str, **variables: Any) -> str:
     except jinja2.exceptions.SecurityError as e:
         raise InputError(f"unsafe template refused by the sandbox: {e}", line=_template_line(e, path),
                          **where) from None
+    except jinja2.TemplateNotFound as e:
+        raise InputError(f"template not found: {e.name} (includes are looked up beside the template and in "
+                         f"{PROMPTS_DIR})", line=_template_line(e, path), **where) from None
     except jinja2.UndefinedError as e:
         raise InputError(f"undefined variable: {e.message} (available: {', '.join(sorted(variables))})",
                          line=_template_line(e, path), **where) from None
