@@ -61,6 +61,13 @@ def engine_from_args(args, *, seed: int = 0):
     return CachedEngine(engine, cache)
 
 
+def request_seed(seed: int, key: str) -> int:
+    """A per-request seed from the run seed and a stable request key (e.g. `"rt-0001:critique:2"`), so a
+    request samples the same text whatever batch it lands in, and a rerun can hit the request cache."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
+
+
 def provenance(engine, *, seed: int, sampling: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"model_id": engine.model_id, "model_hash": engine.model_hash, "engine": engine.name,
             "seed": seed, "sampling": json.dumps(sampling, sort_keys=True), "cai_version": __version__, **extra}

@@ -43,6 +43,12 @@ class CachedEngine(Engine):
         self._keys[request_id] = key
         self.inner.submit(request_id, ids, params)
 
+    def lookup(self, prompt: Any, params: SamplingParams) -> Result | None:
+        """The cached result of a request, or None; touches neither the engine nor the counters
+        (dry runs use it to say what a rerun would regenerate)."""
+        hit = self.cache.get(request_key(self.model_hash, self.encode(prompt), params)) if self.cache else None
+        return None if hit is None else _from_json(hit)
+
     def has_unfinished(self) -> bool:
         return bool(self._ready) or self.inner.has_unfinished()
 
