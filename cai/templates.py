@@ -87,7 +87,7 @@ def _template_line(exc: BaseException, path: str) -> int | None:
 def render(c, name: str, **variables: Any) -> str:
     """Render template `name` for constitution `c`; every failure is an `InputError` naming the file."""
     path = sources(c)[name][0]
-    where = dict(file=display(Path(path)), field=f"templates.{name}")
+    where = {"file": display(Path(path)), "field": f"templates.{name}"}
     env = env_for(c)
     try:
         template = env.get_template(name)

@@ -92,7 +92,7 @@ def test_import_anthropic_paper(tmp_path, capsys):
     assert [p.id for p in c.critiques] == ["kind0", "kind1", "kind2"]
     assert c.critiques[0].critique == "Point out anything in the assistant's last response that is unkind."
     assert c.critiques[0].revision == "Rewrite the assistant's response so that it is kind."
-    assert [p.instruction for p in c.comparisons][0] == "Please choose the assistant response that is kinder."
+    assert c.comparisons[0].instruction == "Please choose the assistant response that is kinder."
     assert [len(conv) for conv in c.few_shot.critique] == [6, 8]
     assert c.few_shot.critique[1][2].content == "It didn't work."
     ex = c.few_shot.comparison
@@ -142,12 +142,12 @@ def test_import_real_fixtures(tmp_path, capsys):
 def test_cli_subprocess_exit_codes(tmp_path):
     bad = HERE / "constitutions" / "malformed" / "09_weight_zero.yaml"
     cmd = [sys.executable, "-m", "cai.cli", "constitution", "lint", str(bad)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
                        env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().endswith("09_weight_zero.yaml:8:13: comparisons[0].weight: "
                                      "weight must be a positive number, got 0.0")
     assert len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([sys.executable, "-m", "cai.cli", "constitution", "lint", "harmless"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                       text=True, cwd=tmp_path, timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     assert r.returncode == 0 and "harmless: ok" in r.stdout

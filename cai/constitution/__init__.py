@@ -6,8 +6,26 @@
 """
 from cai.constitution.loader import available, constitutions_dir, load_constitution
 from cai.constitution.sampling import PrincipleSampler
-from cai.constitution.schema import (ComparisonExample, ComparisonPrinciple, Constitution, CritiquePrinciple,
-                                     FewShot, Scoring, Templates)
+from cai.constitution.schema import (
+                                     ComparisonExample,
+                                     ComparisonPrinciple,
+                                     Constitution,
+                                     CritiquePrinciple,
+                                     FewShot,
+                                     Scoring,
+                                     Templates,
+)
 
-__all__ = ["load_constitution", "available", "constitutions_dir", "PrincipleSampler", "Constitution",
-           "CritiquePrinciple", "ComparisonPrinciple", "ComparisonExample", "FewShot", "Scoring", "Templates"]
+__all__ = [
+                                     "ComparisonExample",
+                                     "ComparisonPrinciple",
+                                     "Constitution",
+                                     "CritiquePrinciple",
+                                     "FewShot",
+                                     "PrincipleSampler",
+                                     "Scoring",
+                                     "Templates",
+                                     "available",
+                                     "constitutions_dir",
+                                     "load_constitution",
+]

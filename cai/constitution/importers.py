@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -68,9 +69,9 @@ def _strip_marker(text: str, marker: str, tail: str) -> str:
 
 def _precog_example(text: str) -> dict:
     """A chain-of-thought comparison example: H:/A: conversation, (A)/(B) options, rationale, answer."""
-    conv_m = re.search(r"conversation between [^\n]*?:\s*\n\n(.*?)\n\n\{\}", text, re.S)
-    opts = re.findall(r"\(([AB])\) \[\[\[(.*?)\]\]\]", text, re.S)
-    why = re.search(r"Let's think step by step:\s*(.*?)\n\nHuman:", text, re.S)
+    conv_m = re.search(r"conversation between [^\n]*?:\s*\n\n(.*?)\n\n\{\}", text, re.DOTALL)
+    opts = re.findall(r"\(([AB])\) \[\[\[(.*?)\]\]\]", text, re.DOTALL)
+    why = re.search(r"Let's think step by step:\s*(.*?)\n\nHuman:", text, re.DOTALL)
     ans = re.search(r"So the answer is: \(([AB])\)\s*$", text)
     if not (conv_m and len(opts) == 2 and why and ans):
         raise ValueError("not in the expected 'Consider the following conversation ... (A) [[[...]]]' form")

@@ -30,9 +30,9 @@ class LintWarning:
 
 # Loose on purpose: these catch a principle that forgot its object, not style.
 _REFERS_TO_RESPONSE = re.compile(r"\b(response|answer|repl(y|ies)|assistant|said|says|wrote|output|you|your|"
-                                 r"generat)", re.I)
+                                 r"generat)", re.IGNORECASE)
 _ASKS_TO_REVISE = re.compile(r"\b(rewrite|rewriting|revise|revision|rephrase|edit|amend|remove|change|fix|"
-                             r"correct|improve|write)", re.I)
+                             r"correct|improve|write)", re.IGNORECASE)
 _RAW_MARKUP = re.compile(r"(^|\n)\s*(Human|Assistant):\s|<\|im_start\|>|\[INST\]|<\|(user|assistant)\|>")
 
 

@@ -15,8 +15,18 @@ import yaml
 from pydantic import ValidationError
 
 import cai
-from cai.constitution.schema import (TEMPLATE_NAMES, ComparisonExample, ComparisonPrinciple, Constitution,
-                                     ConstitutionFile, CritiquePrinciple, FewShot, Message, Scoring, Templates)
+from cai.constitution.schema import (
+    TEMPLATE_NAMES,
+    ComparisonExample,
+    ComparisonPrinciple,
+    Constitution,
+    ConstitutionFile,
+    CritiquePrinciple,
+    FewShot,
+    Message,
+    Scoring,
+    Templates,
+)
 from cai.errors import InputError
 from cai.yamlio import Marks, format_path, load_yaml, locate, read_text
 
@@ -139,8 +149,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
                 raise err(f"no inherited principle has id {rid!r}", ("remove", i))
             if any(p.id == rid for lst in own.values() for p in lst):
                 raise err(f"id {rid!r} is both removed and redefined; redefining alone replaces it", ("remove", i))
-            for key in inherited:
-                inherited[key] = [p for p in inherited[key] if p.id != rid]
+            inherited = {key: [p for p in lst if p.id != rid] for key, lst in inherited.items()}
         merged = {}
         for key, lst in inherited.items():
             index = {p.id: j for j, p in enumerate(lst)}
