@@ -1,5 +1,4 @@
 """Prompt rendering: message lists for critique, revision, comparison and scoring, in a sandbox."""
-from pathlib import Path
 
 import pytest
 
