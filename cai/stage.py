@@ -110,3 +110,10 @@ def print_summary(title: str, rows: list[tuple[str, Any]]) -> None:
     print(f"\n{title}", file=sys.stderr)
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}", file=sys.stderr)
+
+
+def request_seed(seed: int, key: str) -> int:
+    """A per-request sampling seed from the run seed and a stable key, so a sample does not depend on
+    which batch (or which resumed run) it lands in."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
