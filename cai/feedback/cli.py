@@ -1,0 +1,134 @@
+"""CLI of the feedback stage: `cai sample`, `cai label`, `cai rlaif`, `cai eval judge`. Import-light."""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_CONSTITUTION = "harmless"
+
+
+def _sample_flags(p) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--prompts", default=None, help="prompt file or dataset (default: shipped red-team prompts)")
+    g.add_argument("--column", default="prompt")
+    g.add_argument("--n", type=int, default=4, help="responses per prompt (K)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-tokens", type=int, default=256)
+    g.add_argument("--pairing", choices=["all", "random"], default="all")
+    g.add_argument("--pairs-per-prompt", type=int, default=1, help="random pairing: pairs per prompt")
+    g.add_argument("--system", default=None, help="system prompt for the policy")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+
+
+def _label_flags(p, *, with_data: bool = True) -> None:
+    g = p.add_argument_group("labelling")
+    g.add_argument("--constitution", default=DEFAULT_CONSTITUTION, help="name or path (default: harmless)")
+    g.add_argument("--cot", action="store_true", help="chain-of-thought mode (compare_cot.j2), p clamped")
+    g.add_argument("--clamp", type=float, nargs=2, default=[0.4, 0.6], metavar=("LO", "HI"),
+                   help="CoT clamp of each order's p (default 0.4 0.6)")
+    g.add_argument("--no-clamp", action="store_true", help="CoT: do not clamp")
+    g.add_argument("--principles", type=int, default=1, help="principles per comparison; k > 1 averages p")
+    g.add_argument("--one-order", action="store_true", help="score only (A, B); no position debiasing")
+    g.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
+    g.add_argument("--top-k", type=int, default=20, help="top log-probs read per prompt (<= 20)")
+    g.add_argument("--cot-max-tokens", type=int, default=192)
+    g.add_argument("--batch-pairs", type=int, default=256, help="pairs per engine batch (and per log flush)")
+
+
+def _label_config(args, seed: int):
+    from cai.feedback.config import LabelConfig
+    return LabelConfig(mode="cot" if args.cot else "compare", principles=args.principles,
+                       both_orders=not args.one_order, few_shot=not args.no_few_shot, top_k=args.top_k,
+                       clamp=None if args.no_clamp else tuple(args.clamp), cot_max_tokens=args.cot_max_tokens,
+                       seed=seed, batch_pairs=args.batch_pairs)
+
+
+def _sample_config(args):
+    from cai.feedback.config import SampleConfig
+    return SampleConfig(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                        pairing=args.pairing, pairs_per_prompt=args.pairs_per_prompt, seed=args.seed,
+                        system=args.system)
+
+
+def _prompts(args) -> str:
+    from cai.generate import DEFAULT_PROMPTS
+    return args.prompts or DEFAULT_PROMPTS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from cai.stage import add_engine_args
+
+    p = sub.add_parser("sample", help="K policy responses per prompt, paired; writes `samples` and `pairs`")
+    _sample_flags(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    add_engine_args(p)
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("label", help="AI preference labels for pairs; writes `prefs`")
+    p.add_argument("--data", required=True, help="pairs: a `cai sample` dataset dir or a table with "
+                   "prompt, response_a, response_b")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    _label_flags(p)
+    add_engine_args(p, model_flag="--judge")
+    p.set_defaults(func=_cmd_label)
+
+    p = sub.add_parser("rlaif", help="sample from a policy and label with a judge, in one dataset")
+    _sample_flags(p)
+    _label_flags(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    add_engine_args(p)  # --model: the policy
+    p.add_argument("--judge", default=None, help="judge model (default: the policy model)")
+    p.set_defaults(func=_cmd_rlaif)
+
+    # `cai eval` may gain sub-commands from other stages: reuse its sub-parsers when it exists.
+    ev = sub.choices.get("eval")
+    if ev is None:
+        ev = sub.add_parser("eval", help="evaluate models and judges")
+        ev._cai_sub = ev.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(ev))
+    esub = ev._cai_sub
+    p = esub.add_parser("judge", help="judge accuracy, log-likelihood and calibration on labelled pairs")
+    p.add_argument("--data", required=True, help="JSONL {prompt, response_a, response_b, label: A|B}")
+    p.add_argument("--out", default=None, help="report JSON (top-level `accuracy`)")
+    p.add_argument("--seed", type=int, default=0)
+    _label_flags(p)
+    add_engine_args(p, model_flag="--judge")
+    p.set_defaults(func=_cmd_eval_judge)
+
+
+def _cmd_sample(args) -> int:
+    from cai.feedback.sample import sample
+    sample(prompts=_prompts(args), out=args.out, config=_sample_config(args), column=args.column, limit=args.limit,
+           overwrite=args.overwrite, engine_args=args)
+    return 0
+
+
+def _cmd_label(args) -> int:
+    from cai.feedback.label import label
+    label(data=args.data, out=args.out, constitution=args.constitution, config=_label_config(args, args.seed),
+          overwrite=args.overwrite, engine_args=args)
+    return 0
+
+
+def _cmd_rlaif(args) -> int:
+    import copy
+
+    from cai.feedback.label import rlaif
+    judge_args = copy.copy(args)
+    judge_args.model = args.judge or args.model
+    rlaif(prompts=_prompts(args), out=args.out, constitution=args.constitution,
+          sample_config=_sample_config(args), label_config=_label_config(args, args.seed), column=args.column,
+          limit=args.limit, overwrite=args.overwrite, policy_args=args, judge_args=judge_args)
+    return 0
+
+
+def _cmd_eval_judge(args) -> int:
+    from cai.feedback.evaluate import eval_judge
+    eval_judge(data=args.data, constitution=args.constitution, config=_label_config(args, args.seed),
+               out=args.out, engine_args=args)
+    return 0

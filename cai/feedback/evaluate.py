@@ -1,0 +1,114 @@
+"""`cai eval judge`: how good is a judge? Accuracy, log-likelihood and calibration on labelled pairs.
+
+Input is JSONL `{prompt, response_a, response_b, label: "A"|"B"}` (label: the better response). Each
+pair is judged exactly as `cai label` would (same prompts, both orders, sampled principle).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cai.errors import InputError
+from cai.feedback.config import LabelConfig
+from cai.feedback.judge import Comparison, Judge
+
+BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def read_labelled(path: str) -> list[dict[str, Any]]:
+    from cai.data.sources import read_rows
+    rows = read_rows(path)
+    if not rows:
+        raise InputError("no labelled pairs: the file is empty", file=path)
+    out = []
+    for i, (line, row) in enumerate(rows):
+        for col in ("prompt", "response_a", "response_b", "label"):
+            if col not in row:
+                raise InputError(f"missing column {col!r}", file=path, line=line, field=col)
+        if row["label"] not in ("A", "B"):
+            raise InputError(f"label must be \"A\" or \"B\", got {row['label']!r}", file=path, line=line,
+                             field="label")
+        out.append({**row, "id": str(row.get("id", i)), "line": line})
+    return out
+
+
+def _summary(items: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(items)
+    if not n:
+        return {"n": 0, "accuracy": None, "mean_loglik": None}
+    return {"n": n, "accuracy": round(sum(x["correct"] for x in items) / n, 4),
+            "mean_loglik": round(sum(x["loglik"] for x in items) / n, 4)}
+
+
+def calibration(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """Bins of the judge's confidence in its own choice (p_chosen in [0.5, 1]); ECE over the bins."""
+    bins, ece = [], 0.0
+    for lo, hi in zip(BINS, BINS[1:]):
+        xs = [x for x in items if lo <= x["confidence"] < hi or (hi == 1.0 and x["confidence"] == 1.0)]
+        if not xs:
+            bins.append({"lo": lo, "hi": hi, "n": 0, "confidence": None, "accuracy": None})
+            continue
+        conf = sum(x["confidence"] for x in xs) / len(xs)
+        acc = sum(x["correct"] for x in xs) / len(xs)
+        ece += len(xs) / max(len(items), 1) * abs(conf - acc)
+        bins.append({"lo": lo, "hi": hi, "n": len(xs), "confidence": round(conf, 4), "accuracy": round(acc, 4)})
+    return bins, round(ece, 4)
+
+
+def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = None, out: str | None = None,
+               engine=None, engine_args=None) -> dict[str, Any]:
+    """Python API of `cai eval judge`; returns the report (also written to `out` when given)."""
+    from cai.constitution import load_constitution
+    from cai.feedback.label import skip_reason
+    from cai.feedback.labels import Preference
+    from cai.stage import engine_from_args, print_summary
+
+    cfg = config or LabelConfig()
+    c = load_constitution(constitution)
+    rows = read_labelled(data)
+    engine = engine or engine_from_args(engine_args, seed=cfg.seed)
+    judge = Judge(engine, c, cfg)
+    skipped = [r["id"] for r in rows if skip_reason(r)]
+    cmps = judge.judge([Comparison(key=r["id"], prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"])
+                        for r in rows if not skip_reason(r)])
+    by_id = {r["id"]: r for r in rows}
+    items, errors = [], []
+    for cmp in cmps:
+        if cmp.error:
+            errors.append({"id": cmp.key, "error": cmp.error})
+            continue
+        pref = Preference(cmp.p_ab, cmp.p_ba if cmp.p_ba is not None else 1.0 - cmp.p_ab)
+        p_a = pref.p1  # p(response_a better)
+        label_a = by_id[cmp.key]["label"] == "A"
+        p_correct = p_a if label_a else 1.0 - p_a
+        items.append({"id": cmp.key, "p_a": p_a, "p_ab": cmp.p_ab, "p_ba": cmp.p_ba, "label": by_id[cmp.key]["label"],
+                      "correct": (p_a >= 0.5) == label_a, "loglik": math.log(max(p_correct, 1e-12)),
+                      "confidence": pref.p_chosen, "order_consistent": pref.order_consistent,
+                      "principle_ids": [p.id for p in cmp.principles],
+                      "first_order_correct": (cmp.p_ab >= 0.5) == label_a})
+    per_principle = defaultdict(list)
+    for x in items:
+        for pid in set(x["principle_ids"]):
+            per_principle[pid].append(x)
+    bins, ece = calibration(items)
+    n = len(items)
+    report = {"judge": engine.model_id, "judge_hash": engine.model_hash, "constitution": c.name,
+              "constitution_hash": c.hash, "data": str(data), "config": cfg.to_dict(),
+              **_summary(items),
+              "accuracy_first_order_only": round(sum(x["first_order_correct"] for x in items) / n, 4) if n else None,
+              "position_consistency": round(sum(x["order_consistent"] for x in items) / n, 4) if n else None,
+              "label_share_a": round(sum(x["label"] == "A" for x in items) / n, 4) if n else None,
+              "per_principle": {k: _summary(v) for k, v in sorted(per_principle.items())},
+              "calibration": {"bins": bins, "ece": ece},
+              "skipped": skipped, "errors": errors, "items": items}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2))
+    print_summary("eval judge", [("pairs", len(rows)), ("accuracy", report["accuracy"]),
+                                 ("mean loglik", report["mean_loglik"]),
+                                 ("position consistency", report["position_consistency"]), ("ece", ece),
+                                 ("skipped", len(skipped)), ("errors", len(errors)), ("out", out)])
+    return report

@@ -1,0 +1,248 @@
+"""`cai label` and `cai rlaif`: AI preference labels for pairs of responses.
+
+Pairs are read (a `cai sample` dataset or any table with prompt, response_a, response_b), judged in
+batches of `batch_pairs` (each batch one engine call, each finished pair appended to the run's record
+log), and written as the `prefs` config: TRL conversational columns `prompt`, `chosen`, `rejected`,
+plus the soft label and its evidence.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from cai.errors import InputError
+from cai.feedback.config import LabelConfig, SampleConfig
+from cai.feedback.judge import Comparison, Judge
+
+PAIR_COLUMNS = ("prompt", "response_a", "response_b")
+
+CARD = """Preference pairs labelled by the AI judge `{judge}` under constitution `{constitution}` ({mode} mode).
+
+Columns:
+- `prompt`, `chosen`, `rejected`: TRL conversational format (lists of `{{role, content}}` messages).
+- `p_chosen`: soft label, the judge's probability that `chosen` is better than `rejected` (>= 0.5 by
+  construction: the hard label follows the soft one). Train with target p_chosen, e.g. cross-entropy
+  on the Bradley-Terry probability, or cDPO with label smoothing 1 - p_chosen.
+- `p_ab`: p(first option better) with response_a shown as (A); `p_ba`: the same with response_b shown
+  as (A). p(response_a better) = (p_ab + 1 - p_ba) / 2. `order_consistent`: both orders agree.
+- `principle_ids`: the comparison principle(s) sampled for this pair (p averaged over them).
+- `rationale`, `rationale_ba`: chain-of-thought of each order (CoT mode; empty otherwise). In CoT mode
+  each order's p is clamped to {clamp}.
+- `mass_outside`: probability the judge put on tokens other than the two option letters.
+- `truncated`: the responses were cut to fit the judge's context.
+"""
+
+
+def read_pairs(data: str, config: str | None = "pairs") -> list[dict[str, Any]]:
+    """Rows {id, prompt, response_a, response_b, ...}; a missing column is an InputError naming the row."""
+    from pathlib import Path
+
+    from cai.data.sources import read_rows
+    p = Path(data)
+    rows = read_rows(p, config=config if p.is_dir() and (p / (config or "")).is_dir() else None)
+    if not rows:
+        raise InputError("no pairs: the data is empty", file=data)
+    out = []
+    for i, (line, row) in enumerate(rows):
+        for col in PAIR_COLUMNS:
+            if col not in row:
+                raise InputError(f"missing column {col!r} (columns: {', '.join(sorted(row)) or 'none'})",
+                                 file=data, line=line, field=col)
+        if not isinstance(row["prompt"], (str, list)):
+            raise InputError("prompt must be a string or a list of messages", file=data, line=line, field="prompt")
+        out.append({**row, "id": str(row.get("id", i)), "line": line})
+    return out
+
+
+def skip_reason(row: dict[str, Any]) -> str | None:
+    """Why a pair cannot be judged (recorded, never raised): an empty or identical response."""
+    a, b = row["response_a"], row["response_b"]
+    if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
+        return "empty_response"
+    if a.strip() == b.strip():
+        return "identical_responses"
+    return None
+
+
+def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "prefs"
+               ) -> dict[str, dict[str, Any]]:
+    """Judge every pair not yet in the run's record log, `batch_pairs` at a time; return all records.
+    Records with an engine error are retried on the next run (errors are never cached)."""
+    from cai.stage import Progress
+
+    log = run.log(log_name)
+    done = {k: v for k, v in log.load().items() if not v.get("error")}
+    todo = [r for r in pairs if r["id"] not in done]
+    bar = Progress(len(pairs), "label", judge.engine, initial=len(pairs) - len(todo))
+    bs = judge.cfg.batch_pairs
+    for lo in range(0, len(todo), bs):
+        batch, cmps = todo[lo:lo + bs], []
+        for r in batch:
+            reason = skip_reason(r)
+            if reason:
+                rec = {"key": r["id"], "skip": reason, "error": None}
+                log.append(rec)
+                done[r["id"]] = rec
+                bar.update()
+                continue
+            cmps.append(Comparison(key=r["id"], prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"]))
+        for cmp in judge.judge(cmps):
+            rec = {"key": cmp.key, "skip": None, "error": cmp.error, "p_ab": cmp.p_ab, "p_ba": cmp.p_ba,
+                   "principle_ids": [p.id for p in cmp.principles], "mass_outside": cmp.mass_outside,
+                   "floored": cmp.floored, "truncated": cmp.truncated, "rationale": cmp.rationale,
+                   "rationale_ba": cmp.rationale_ba, "response_a": cmp.r1, "response_b": cmp.r2}
+            if cmp.error and cmp.error.startswith("too_long"):
+                rec["skip"], rec["error"] = "too_long", None
+            log.append(rec)
+            done[cmp.key] = rec
+            bar.update()
+    bar.close()
+    log.close()
+    return done
+
+
+def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The `prefs` rows and the label statistics for the manifest."""
+    from cai.data.sources import as_messages
+    from cai.feedback.labels import Preference
+
+    rows, skips, errors, per_principle, truncated = [], Counter(), [], Counter(), 0
+    margins, consistent, outside, floored = [], [], [], 0
+    for r in pairs:
+        rec = done[r["id"]]
+        if rec.get("skip"):
+            skips[rec["skip"]] += 1
+            continue
+        if rec.get("error"):
+            errors.append({"id": r["id"], "error": rec["error"]})
+            continue
+        one_order = rec["p_ba"] is None
+        pref = Preference(rec["p_ab"], 1.0 - rec["p_ab"] if one_order else rec["p_ba"])
+        first = pref.first_chosen
+        a, b = rec["response_a"], rec["response_b"]  # as judged (cut if truncated)
+        chosen, rejected = (a, b) if first else (b, a)
+        per_principle.update(rec["principle_ids"])
+        truncated += bool(rec["truncated"])
+        floored += bool(rec["floored"])
+        margins.append(abs(pref.p1 - 0.5))
+        consistent.append(pref.order_consistent)
+        outside.append(rec["mass_outside"])
+        rows.append({"id": r["id"], "prompt_id": r.get("prompt_id", r["id"]),
+                     "prompt": as_messages(r["prompt"]),
+                     "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": rejected}],
+                     "p_chosen": pref.p_chosen, "p_ab": rec["p_ab"], "p_ba": rec["p_ba"],
+                     "order_consistent": pref.order_consistent, "chosen_is_a": first,
+                     "principle_ids": rec["principle_ids"], "rationale": rec["rationale"],
+                     "rationale_ba": rec["rationale_ba"], "mass_outside": rec["mass_outside"],
+                     "truncated": rec["truncated"], **prov})
+    n = len(rows)
+    stats = {"pairs": len(pairs), "labelled": n, "errors": len(errors), "skipped": dict(skips),
+             "truncated": truncated, "floored_option_mass": floored,
+             "mean_abs_p_minus_half": round(sum(margins) / n, 6) if n else None,
+             "position_consistency": round(sum(consistent) / n, 6) if n else None,
+             "mass_outside_options": round(sum(outside) / n, 6) if n else None,
+             "per_principle": dict(sorted(per_principle.items())), "error_rows": errors[:50]}
+    return rows, stats
+
+
+def _open(engine, engine_args, seed):
+    from cai.stage import engine_from_args
+    return engine or engine_from_args(engine_args, seed=seed)
+
+
+def label(*, data: str, out: str, constitution: str, config: LabelConfig | None = None, overwrite: bool = False,
+          engine=None, engine_args=None) -> dict[str, Any]:
+    """Python API of `cai label`; returns the manifest."""
+    from cai.constitution import load_constitution
+    from cai.data.layout import write_dataset
+    from cai.data.store import RunDir
+    from cai.stage import provenance
+
+    cfg = config or LabelConfig()
+    c = load_constitution(constitution)
+    pairs = read_pairs(data)
+    engine = _open(engine, engine_args, cfg.seed)
+    judge = Judge(engine, c, cfg)
+    run = RunDir(out, {"stage": "label", "data": str(data), "n_pairs": len(pairs), "constitution": c.hash,
+                       "judge_hash": engine.model_hash, "config": cfg.to_dict()}, overwrite=overwrite)
+    t0 = time.perf_counter()
+    done = label_core(judge, run, pairs)
+    prov = provenance(engine, seed=cfg.seed, sampling=cfg.to_dict(), constitution=c.name,
+                      constitution_hash=c.hash, role="judge")
+    rows, stats = prefs_table(pairs, done, prov)
+    manifest = _manifest("label", stats, prov, engine, t0)
+    write_dataset(out, {"prefs": rows}, manifest, title="cai label: AI preference labels",
+                  body=CARD.format(judge=engine.model_id, constitution=c.name, mode=cfg.mode, clamp=cfg.clamp))
+    _summary("label", stats, out, manifest)
+    from cai.feedback.sample import _raise_partial
+    _raise_partial(stats["errors"], len(pairs), out)
+    return manifest
+
+
+def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleConfig,
+          label_config: LabelConfig | None = None, column: str = "prompt", limit: int | None = None,
+          overwrite: bool = False, policy=None, judge_engine=None, policy_args=None, judge_args=None
+          ) -> dict[str, Any]:
+    """Python API of `cai rlaif`: sample from the policy, pair, and label, into one dataset
+    (configs `samples`, `pairs`, `prefs`). When policy and judge are the same model, one engine serves
+    both (vLLM allows one engine per process); otherwise the policy engine is closed before the judge
+    opens."""
+    from cai.constitution import load_constitution
+    from cai.data.layout import write_dataset
+    from cai.data.sources import load_prompts
+    from cai.data.store import RunDir
+    from cai.feedback.sample import _raise_partial, sample_core, sample_tables
+    from cai.stage import provenance
+
+    lcfg = label_config or LabelConfig()
+    c = load_constitution(constitution)
+    rows = load_prompts(prompts, column=column, limit=limit)
+    policy = _open(policy, policy_args, sample_config.seed)
+    same = judge_engine is None and judge_args is not None and policy_args is not None and \
+        judge_args.model == policy_args.model and judge_args.engine == policy_args.engine
+    t0 = time.perf_counter()
+    run = RunDir(out, {"stage": "rlaif", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
+                       "policy_hash": policy.model_hash, "sample": sample_config.to_dict(),
+                       "constitution": c.hash, "judge": getattr(judge_args, "model", None) if judge_engine is None
+                       else judge_engine.model_hash, "label": lcfg.to_dict()}, overwrite=overwrite)
+    done = sample_core(policy, run, rows, sample_config)
+    sprov = provenance(policy, seed=sample_config.seed, sampling=sample_config.to_dict(), role="policy")
+    samples, pairs, sstats = sample_tables(rows, done, sample_config, sprov)
+    if judge_engine is None:
+        if same:
+            judge_engine = policy
+        else:
+            policy.close()
+            judge_engine = _open(None, judge_args, lcfg.seed)
+    judge = Judge(judge_engine, c, lcfg)
+    ldone = label_core(judge, run, pairs)
+    lprov = provenance(judge_engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
+                       constitution_hash=c.hash, role="judge")
+    prefs, lstats = prefs_table(pairs, ldone, lprov)
+    manifest = _manifest("rlaif", {**lstats, "sampling": sstats}, {"policy": sprov, "judge": lprov},
+                         judge_engine, t0)
+    write_dataset(out, {"samples": samples, "pairs": pairs, "prefs": prefs}, manifest,
+                  title="cai rlaif: policy samples with AI preference labels",
+                  body=CARD.format(judge=judge_engine.model_id, constitution=c.name, mode=lcfg.mode,
+                                   clamp=lcfg.clamp))
+    _summary("rlaif", lstats, out, manifest)
+    _raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
+    return manifest
+
+
+def _manifest(stage, stats, prov, engine, t0) -> dict[str, Any]:
+    return {"stage": stage, **stats, "provenance": prov, "seconds": round(time.perf_counter() - t0, 2),
+            "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits,
+            "generated_tokens": engine.generated_tokens}
+
+
+def _summary(stage, stats, out, manifest) -> None:
+    from cai.stage import print_summary
+    print_summary(stage, [("pairs", stats["pairs"]), ("labelled", stats["labelled"]), ("errors", stats["errors"]),
+                          ("skipped", sum(stats["skipped"].values())), ("truncated", stats["truncated"]),
+                          ("position consistency", stats["position_consistency"]),
+                          ("mean |p-0.5|", stats["mean_abs_p_minus_half"]),
+                          ("mass outside options", stats["mass_outside_options"]),
+                          ("seconds", manifest["seconds"]), ("out", out)])

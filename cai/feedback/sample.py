@@ -1,0 +1,120 @@
+"""`cai sample`: K responses per prompt from the policy (one request with n=K), paired for labelling.
+
+Writes the configs `samples` (one row per response) and `pairs` (two distinct responses of a prompt).
+Resume and caching are the shared machinery: a `RunDir`, a `RecordLog` of finished prompts, and the
+request cache behind the engine.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from typing import Any
+
+from cai.feedback.config import SampleConfig
+
+
+def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int, rng_key: str
+               ) -> list[tuple[int, int]]:
+    """Index pairs (i, j), i < j, of distinct, non-empty responses. Identical texts (after stripping
+    whitespace) are never paired: the first occurrence stands for all of them."""
+    seen, keep = set(), []
+    for i, r in enumerate(responses):
+        t = (r or "").strip()
+        if t and t not in seen:
+            seen.add(t)
+            keep.append(i)
+    pairs = list(itertools.combinations(keep, 2))
+    if pairing == "random":
+        pairs = sorted(random.Random(rng_key).sample(pairs, min(pairs_per_prompt, len(pairs))))
+    return pairs
+
+
+def sample_core(engine, run, rows: list[dict[str, Any]], cfg: SampleConfig) -> dict[str, dict[str, Any]]:
+    """Sample every prompt not yet in the run's `samples` log, in one continuous batch; return all records."""
+    from cai.data.sources import as_messages
+    from cai.engine import SamplingParams
+    from cai.stage import Progress, request_seed
+
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, n=cfg.n)
+    log = run.log("samples")
+    done = {k: v for k, v in log.load().items() if not v.get("error")}  # failed prompts are retried
+    todo = [r for r in rows if r["id"] not in done]
+    bar = Progress(len(rows), "sample", engine, initial=len(rows) - len(todo))
+    by_id = {r["id"]: r for r in todo}
+    for r in todo:
+        engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], cfg.system)),
+                      params.replace(seed=request_seed(cfg.seed, r["id"])))
+    while engine.has_unfinished():
+        for rid, res in engine.poll():
+            rec = {"key": rid, "id": rid, "prompt": by_id[rid]["prompt"], "error": res.error,
+                   "responses": [c.text for c in res.outputs],
+                   "finish_reasons": [c.finish_reason for c in res.outputs],
+                   "tokens": [len(c.token_ids) for c in res.outputs]}
+            log.append(rec)
+            done[rid] = rec
+            bar.update()
+    bar.close()
+    log.close()
+    return done
+
+
+def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[list[dict], list[dict], dict]:
+    """The `samples` and `pairs` tables, and their counts for the manifest."""
+    samples, pairs = [], []
+    stats = {"prompts": len(rows), "errors": 0, "empty_responses": 0, "duplicate_responses": 0}
+    for r in rows:
+        rec = done[r["id"]]
+        if rec["error"]:
+            stats["errors"] += 1
+            samples.append({"id": f"{r['id']}:0", "prompt_id": r["id"], "sample": 0, "prompt": r["prompt"],
+                            "response": None, "finish_reason": "error", "completion_tokens": 0,
+                            "error": rec["error"], **prov})
+            continue
+        texts = rec["responses"]
+        for j, text in enumerate(texts):
+            samples.append({"id": f"{r['id']}:{j}", "prompt_id": r["id"], "sample": j, "prompt": r["prompt"],
+                            "response": text, "finish_reason": rec["finish_reasons"][j],
+                            "completion_tokens": rec["tokens"][j], "error": None, **prov})
+        stripped = [t.strip() for t in texts]
+        stats["empty_responses"] += sum(1 for t in stripped if not t)
+        stats["duplicate_responses"] += sum(1 for t in stripped if t) - len({t for t in stripped if t})
+        for i, j in make_pairs(texts, cfg.pairing, cfg.pairs_per_prompt, f"{cfg.seed}:{r['id']}"):
+            pairs.append({"id": f"{r['id']}:{i}-{j}", "prompt_id": r["id"], "prompt": r["prompt"],
+                          "response_a": texts[i], "response_b": texts[j], "sample_a": i, "sample_b": j})
+    stats["samples"], stats["pairs"] = len(samples), len(pairs)
+    return samples, pairs, stats
+
+
+def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "prompt", limit: int | None = None,
+           overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
+    """Python API of `cai sample`; returns the manifest."""
+    from cai.data.layout import write_dataset
+    from cai.data.sources import load_prompts
+    from cai.data.store import RunDir
+    from cai.stage import engine_from_args, print_summary, provenance
+
+    rows = load_prompts(prompts, column=column, limit=limit)
+    engine = engine or engine_from_args(engine_args, seed=config.seed)
+    run = RunDir(out, {"stage": "sample", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
+                       "model_hash": engine.model_hash, "config": config.to_dict()}, overwrite=overwrite)
+    t0 = time.perf_counter()
+    done = sample_core(engine, run, rows, config)
+    prov = provenance(engine, seed=config.seed, sampling=config.to_dict())
+    samples, pairs, stats = sample_tables(rows, done, config, prov)
+    manifest = {"stage": "sample", **stats, "provenance": prov, "seconds": round(time.perf_counter() - t0, 2),
+                "generated_tokens": engine.generated_tokens, "engine_requests": engine.engine_requests,
+                "cache_hits": engine.cache_hits}
+    write_dataset(out, {"samples": samples, "pairs": pairs}, manifest, title="cai sample: policy samples and pairs",
+                  body=f"{config.n} samples per prompt from `{engine.model_id}` on `{prompts}`, paired "
+                       f"({config.pairing}); identical responses are never paired.")
+    print_summary("sample", [("prompts", len(rows)), ("samples", len(samples)), ("pairs", len(pairs)),
+                             ("errors", stats["errors"]), ("out", out)])
+    _raise_partial(stats["errors"], len(rows), out)
+    return manifest
+
+
+def _raise_partial(errors: int, total: int, out) -> None:
+    if errors:
+        from cai.errors import PartialRunError
+        raise PartialRunError(f"{errors} of {total} requests failed; they are recorded in {out}")
