@@ -34,7 +34,7 @@ class CachedEngine(Engine):
     def submit(self, request_id: str, prompt: Any, params: SamplingParams) -> None:
         ids = self.encode(prompt)
         key = request_key(self.model_hash, ids, params)
-        hit = self.cache.get(key) if self.cache else None
+        hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.cache_hits += 1
             self._ready.append((request_id, _from_json(hit)))
@@ -46,7 +46,7 @@ class CachedEngine(Engine):
     def lookup(self, prompt: Any, params: SamplingParams) -> Result | None:
         """The cached result of a request, or None; touches neither the engine nor the counters
         (dry runs use it to say what a rerun would regenerate)."""
-        hit = self.cache.get(request_key(self.model_hash, self.encode(prompt), params)) if self.cache else None
+        hit = self.cache.get(request_key(self.model_hash, self.encode(prompt), params)) if self.cache is not None else None
         return None if hit is None else _from_json(hit)
 
     def has_unfinished(self) -> bool:
@@ -59,7 +59,7 @@ class CachedEngine(Engine):
                 key = self._keys.pop(rid, None)
                 if res.ok:
                     self.generated_tokens += sum(len(c.token_ids) for c in res.outputs)
-                    if self.cache and key:
+                    if self.cache is not None and key:
                         self.cache.put(key, _to_json(res))
                 out.append((rid, res))
         return out
@@ -67,7 +67,7 @@ class CachedEngine(Engine):
     def _cached_batch(self, kind: str, items: list[tuple[list[int], Any]], run) -> list[Any]:
         keys = [request_key(self.model_hash, [kind, ids, extra], SamplingParams(temperature=0, max_tokens=1))
                 for ids, extra in items]
-        out: list[Any] = [self.cache.get(k) if self.cache else None for k in keys]
+        out: list[Any] = [self.cache.get(k) if self.cache is not None else None for k in keys]
         miss = [i for i, v in enumerate(out) if v is None]
         self.cache_hits += len(items) - len(miss)
         self.engine_requests += len(miss)
@@ -75,7 +75,7 @@ class CachedEngine(Engine):
             fresh = run([items[i] for i in miss])
             for i, v in zip(miss, fresh):
                 out[i] = v
-                if self.cache and not isinstance(v, str):
+                if self.cache is not None and not isinstance(v, str):
                     self.cache.put(keys[i], v)
         return out
 

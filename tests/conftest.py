@@ -1,0 +1,61 @@
+"""Shared fixtures. Tests run on CPU with no network: a tiny random Llama (SmolLM2 tokenizer) for most,
+real SmolLM2-135M for a few `integration` tests. vLLM allows one engine per process, so the in-process
+vLLM engine is one session-wide fixture; anything needing a second engine runs in a subprocess."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("CAI_VLLM_CPU_MEM", "0.3")
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from cai.models import resolve_model
+    return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2_dir) -> Path:
+    from cai.testing import make_tiny_model
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model):
+    """The one in-process vLLM engine of the test session (tiny model)."""
+    from cai.engine.vllm_engine import VLLMEngine
+    engine = VLLMEngine(str(tiny_model), max_model_len=2048, enforce_eager=True)
+    yield engine
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model):
+    from cai.engine.hf_engine import HFEngine
+    return HFEngine(str(tiny_model), max_model_len=2048)
+
+
+@pytest.fixture
+def cache_path(tmp_path) -> Path:
+    return tmp_path / "requests.sqlite"
+
+
+def run_cai(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
+    """Run the CLI in a subprocess (its own engine, its own process)."""
+    import subprocess
+    e = {**os.environ, **(env or {})}
+    r = subprocess.run([PY, "-m", "cai.cli", *args], cwd=REPO, env=e, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"cai {' '.join(args)} -> {r.returncode}\n{r.stderr[-3000:]}")
+    return r
