@@ -1,0 +1,202 @@
+"""Bradley-Terry reward model: `cai train rm` or `train(RMConfig(...))`.
+
+A sequence classifier with one output, initialised from the SFT model (or any causal LM), reads the
+reward at the last real token of prompt + response. It trains on soft labels `p_chosen` when present,
+reports held-out accuracy and reward mean/std, and finally fits a gain and bias so that a reference set
+(SFT-policy samples, or the held-out responses) scores mean 0 and std 1. The normalisation is saved in
+`config.json` (`reward_normalization`) and `reward_normalization.json`; consumers compute g·r + b.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from cai.train import common, data, losses
+from cai.train.card import write_card
+from cai.train.config import RMConfig
+
+METRIC_KEYS = ["loss", "accuracy", "margin", "reward_mean", "reward_std"]
+
+
+def load_reward_model(path: Path, dtype: str, pad_token_id: int, gradient_checkpointing: bool = False):
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+    model.config.pad_token_id = pad_token_id
+    common.disable_dropout(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def train(cfg: RMConfig, resume: bool = False) -> Path:
+    # 1. processes, seed, tokenizer, data
+    acc = common.make_accelerator(cfg.run.seed)
+    model_path = common.resolve(cfg.model, "model")
+    tok = common.load_tokenizer(model_path)
+    prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
+                        lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
+    soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
+
+    # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)
+    model = load_reward_model(model_path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
+    if cfg.lora.enabled:
+        from cai.train.lora import apply_lora
+        model = apply_lora(model, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
+    module = common.LastTokenReward(model)
+
+    # 3. optimizer, schedule, processes, resume
+    steps = common.total_steps(len(prep.train), cfg.run)
+    opt = common.make_optimizer(module, cfg.optim)
+    sched = common.make_scheduler(opt, cfg.optim, steps)
+    module, opt = acc.prepare(module, opt)
+    acc.register_for_checkpointing(sched)
+    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
+    start = ckpt.load()["step"] if resume else 0
+    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, "rm")
+    lengths = [e.length for e in prep.train]
+    B, world = cfg.run.batch_size, acc.num_processes
+
+    module.train()
+    last = {}
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        # 4. this process's micro-batches of global batch `step`
+        idx = data.step_indices(len(prep.train), B, step, cfg.run.seed)
+        micro = data.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        sums: dict = {}
+        for j, mb in enumerate(micro):
+            sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
+            with sync:
+                # 5. rewards of chosen and rejected in one forward; BT loss on soft labels
+                out = pair_losses(module, [prep.train[i] for i in mb], cfg, soft, tok.pad_token_id, acc.device)
+                # 6. mean over the global batch's pairs; × world because DDP averages gradients
+                acc.backward(out["loss"].sum() / B * world)
+            _accumulate(sums, out)
+        # 7. optimizer step and metrics
+        gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
+        last = _finish(acc, sums, B)
+        last.update(lr=sched.get_last_lr()[0], grad_norm=gnorm, step_time_s=time.perf_counter() - t0)
+        last["tokens_per_s"] = last["tokens"] / last["step_time_s"]
+        metrics.log(step + 1, last)
+        common.step_delay()
+        # 8. checkpoint and evaluation
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
+            ckpt.save(step + 1, {"stage": "rm"})
+        if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and prep.eval:
+            metrics.log(step + 1, evaluate(acc, module, prep.eval, cfg, soft, tok.pad_token_id))
+    # 9. final evaluation
+    final = {k: v for k, v in last.items() if k in METRIC_KEYS}
+    if prep.eval:
+        ev = evaluate(acc, module, prep.eval, cfg, soft, tok.pad_token_id)
+        metrics.log(steps, ev)
+        final.update(ev)
+    metrics.close()
+    # 10. reward normalisation: gain and bias for mean 0, std 1 on the reference samples
+    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)
+    rewards = score(acc, module, norm_seqs, cfg.run.micro_batch_size, tok.pad_token_id)
+    gain, bias = losses.reward_normalization(rewards)
+    norm = {"gain": gain, "bias": bias, "n": len(norm_seqs), "source": norm_source,
+            "raw_mean": float(rewards.mean()), "raw_std": float(rewards.std(unbiased=False))}
+    # 11. model, normalisation, card, plot
+    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
+    if acc.is_main_process:
+        conf = json.loads((out_dir / "config.json").read_text())
+        conf["reward_normalization"] = {"gain": gain, "bias": bias}
+        (out_dir / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
+        (out_dir / "reward_normalization.json").write_text(json.dumps(norm, indent=2) + "\n")
+        write_card(out_dir, "rm", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
+                   {"reward_normalization": norm, "soft_labels_used": soft, "steps": steps})
+        common.plot_metrics(out_dir, METRIC_KEYS, "Reward model")
+    acc.wait_for_everyone()
+    return out_dir
+
+
+def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, device) -> dict:
+    """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
+    batch = data.collate_pairs(exs, pad_id)
+    rewards = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2b,)
+    rc, rr = rewards.chunk(2)  # (b,) each
+    p = batch["p_chosen"].to(device) if soft else None
+    loss = losses.bradley_terry_loss(rc, rr, p, cfg.margin or None)  # (b,)
+    if cfg.center_rewards_coefficient:
+        loss = loss + cfg.center_rewards_coefficient * losses.center_rewards_penalty(rc, rr)
+    rc, rr = rc.detach(), rr.detach()
+    return {"loss": loss, "accuracy": (rc > rr).float(), "margin": rc - rr,
+            "reward_sum": rc + rr, "reward_sq": rc ** 2 + rr ** 2, "tokens": batch["attention_mask"].sum().float()}
+
+
+def _accumulate(sums: dict, out: dict) -> None:
+    for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
+
+
+def _finish(acc, sums: dict, n_pairs: int) -> dict:
+    tot = {k: common.reduce_sum(acc, v).item() for k, v in sums.items()}
+    mean = tot["reward_sum"] / (2 * n_pairs)
+    var = max(tot["reward_sq"] / (2 * n_pairs) - mean ** 2, 0.0)
+    return {"loss": tot["loss"] / n_pairs, "accuracy": tot["accuracy"] / n_pairs, "margin": tot["margin"] / n_pairs,
+            "reward_mean": mean, "reward_std": var ** 0.5, "tokens": tot["tokens"]}
+
+
+@torch.no_grad()
+def evaluate(acc, module, exs: list, cfg: RMConfig, soft: bool, pad_id: int) -> dict:
+    """Held-out loss, accuracy (r_c > r_r), margin and reward mean/std (pairs split over processes)."""
+    module.eval()
+    sums: dict = {}
+    mine = list(range(acc.process_index, len(exs), acc.num_processes))
+    for i in range(0, len(mine), cfg.run.micro_batch_size):
+        _accumulate(sums, pair_losses(module, [exs[j] for j in mine[i:i + cfg.run.micro_batch_size]], cfg, soft,
+                                      pad_id, acc.device))
+    module.train()
+    if not sums:
+        sums = {k: torch.zeros((), dtype=torch.float64) for k in
+                ("loss", "accuracy", "margin", "reward_sum", "reward_sq", "tokens")}
+    return {f"eval/{k}": v for k, v in _finish(acc, sums, len(exs)).items() if k != "tokens"}
+
+
+@torch.no_grad()
+def score(acc, module, seqs: list[list[int]], micro: int, pad_id: int) -> torch.Tensor:
+    """Rewards (N,) of token sequences, in batches of similar length, split over processes."""
+    module.eval()
+    mine = sorted(range(acc.process_index, len(seqs), acc.num_processes), key=lambda i: len(seqs[i]))
+    res = []
+    for i in range(0, len(mine), micro * 2):
+        mb = mine[i:i + micro * 2]
+        ids = data.pad_right([seqs[j] for j in mb], pad_id)
+        mask = data.pad_right([[1] * len(seqs[j]) for j in mb], 0)
+        res += list(zip(mb, module(ids.to(acc.device), mask.to(acc.device)).float().cpu().tolist()))
+    module.train()
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+        res = gather_object(res)
+    out = torch.zeros(len(seqs))
+    for i, r in res:
+        out[i] = r
+    return out
+
+
+def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]], str]:
+    """Token sequences to normalise on: `normalize_with` (conversations or pairs), else the held-out pairs'
+    responses (else the training pairs')."""
+    if cfg.normalize_with:
+        rows = data.read_rows(cfg.normalize_with, "sft", cfg.data.split, field_name="normalize_with")
+        seqs = []
+        for r in rows.rows:
+            if "messages" in r:
+                seqs.append(data._chat_ids(tok, data._as_messages(r["messages"], "user")))
+            elif {"prompt", "chosen", "rejected"} <= set(r):
+                ex = data.tokenize_pair_rm(tok, r, 10 ** 9, data.Counts())
+                seqs += [ex.chosen_ids, ex.rejected_ids]
+        seqs = [s[-cfg.data.max_length:] for s in seqs]
+        if not seqs:
+            from cai.errors import InputError
+            raise InputError("needs a `messages` column or prompt/chosen/rejected", file=rows.source,
+                             field="normalize_with")
+        return seqs, rows.source
+    exs = prep.eval or prep.train
+    return [s for e in exs for s in (e.chosen_ids, e.rejected_ids)], "held-out pairs" if prep.eval else "train pairs"
