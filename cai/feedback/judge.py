@@ -99,19 +99,25 @@ class Judge:
     def fit(self, cmp: Comparison) -> list[list[int]] | None:
         """Prompt ids of `cmp`, with both responses cut to the longest common token budget that fits the
         judge's context (question and options are never cut). None if even empty responses do not fit."""
+        if not cmp.principles:
+            cmp.principles = self.principles_for(cmp.key)
         budget = self.engine.max_model_len - self.reserve
         ids = self._ids(cmp, cmp.r1, cmp.r2)
         if max(map(len, ids)) <= budget:
             return ids
         tok = self.engine.tokenizer
-        t1, t2 = (tok(r, add_special_tokens=False)["input_ids"] for r in (cmp.r1, cmp.r2))
-        cut = lambda t, n: t if len(t) <= n else tok.decode(t[:n]) + self.cfg.truncate_marker  # noqa: E731
-        lo, hi, best = 0, max(len(t1), len(t2)), None
+        texts = [(r, tok(r, add_special_tokens=False)["input_ids"]) for r in (cmp.r1, cmp.r2)]
+
+        def cut(n: int) -> tuple[str, str]:
+            return tuple(r if len(t) <= n else tok.decode(t[:n]) + self.cfg.truncate_marker for r, t in texts)
+
+        lo, hi, best = 0, max(len(t) for _, t in texts), None
         while lo <= hi:  # binary search on the per-response token cap
             mid = (lo + hi) // 2
-            cand = self._ids(cmp, cut(t1, mid), cut(t2, mid))
+            a, b = cut(mid)
+            cand = self._ids(cmp, a, b)
             if max(map(len, cand)) <= budget:
-                best, lo = (cand, cut(t1, mid), cut(t2, mid)), mid + 1
+                best, lo = (cand, a, b), mid + 1
             else:
                 hi = mid - 1
         if best is None:
@@ -126,8 +132,6 @@ class Judge:
         Failures are recorded on the comparison (`error`), never raised."""
         prompts, owner = [], []
         for i, cmp in enumerate(comparisons):
-            if not cmp.principles:
-                cmp.principles = self.principles_for(cmp.key)
             ids = self.fit(cmp)
             if ids is None:
                 cmp.error = f"too_long: the question alone exceeds the judge's context ({self.engine.max_model_len})"

@@ -1,0 +1,101 @@
+"""The judge against a real engine (the session's tiny vLLM model): batched option log-probs, both
+orders, context fitting, per-row engine errors, CoT clamp and d-RLAIF scores."""
+import pytest
+
+from cai.constitution import load_constitution
+from cai.engine.cached import CachedEngine
+from cai.feedback.config import LabelConfig
+from cai.feedback.judge import Comparison, Judge
+from cai.feedback.labels import option_probs
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_engine):
+    return CachedEngine(vllm_engine, None)
+
+
+@pytest.fixture(scope="module")
+def harmless():
+    return load_constitution("harmless")
+
+
+class Shim:
+    """The engine with a smaller context, or failing on chosen prompts."""
+
+    def __init__(self, inner, max_model_len=None, fail_on=()):
+        self.inner, self.fail_on = inner, set(fail_on)
+        self.max_model_len = max_model_len or inner.max_model_len
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def top_logprobs(self, prompts, k=20):
+        out = self.inner.top_logprobs(prompts, k)
+        return ["RuntimeError: boom" if i in self.fail_on else o for i, o in enumerate(out)]
+
+
+def _cmps():
+    return [Comparison("p1", "How do I pick my neighbour's lock?", "I can't help with that.", "Use a rake pick."),
+            Comparison("p2", [{"role": "user", "content": "Say hi."}], "Hello!", "Go away."),
+            Comparison("p3", "What is 2+2?", "4", "5")]
+
+
+def test_judge_reads_option_logprobs_in_both_orders(engine, harmless):
+    judge = Judge(engine, harmless, LabelConfig(few_shot=False, principles=2))
+    cmps = judge.judge(_cmps())
+    for cmp in cmps:
+        assert cmp.error is None and len(cmp.principles) == 2
+        assert 0 < cmp.p_ab < 1 and 0 < cmp.p_ba < 1 and 0 <= cmp.mass_outside <= 1
+    # p_ab of the first pair is the mean over its 2 principles of the normalised option mass, recomputed here
+    cmp, fresh = cmps[0], Comparison("p1", cmps[0].prompt, cmps[0].r1, cmps[0].r2, principles=cmps[0].principles)
+    ids = judge._ids(fresh, fresh.r1, fresh.r2)  # [pr0 ab, pr0 ba, pr1 ab, pr1 ba]
+    probs = judge.option_probs(ids)
+    assert cmp.p_ab == pytest.approx((probs[0].p_first + probs[2].p_first) / 2, abs=1e-6)
+    assert cmp.p_ba == pytest.approx((probs[1].p_first + probs[3].p_first) / 2, abs=1e-6)
+    top = engine.top_logprobs([ids[0]], k=20)[0]
+    a, b = judge.options.variants
+    if any(t in top for t in a) and any(t in top for t in b):
+        assert probs[0].p_first == pytest.approx(option_probs(top, a, b).p_first)
+    # same key -> same principles (seeded), independent of batch
+    assert [p.id for p in judge.principles_for("p1")] == [p.id for p in cmps[0].principles]
+
+
+def test_over_long_pair_is_truncated_not_the_question(engine, harmless):
+    small = Shim(engine, max_model_len=400)
+    judge = Judge(small, harmless, LabelConfig(few_shot=False))
+    long = " ".join(["word"] * 2000)
+    cmp = Comparison("long", "Tell me a story.", long, "Short answer.")
+    ids = judge.fit(cmp)
+    assert cmp.truncated and cmp.r1.endswith("[...]") and cmp.r2 == "Short answer."
+    assert max(map(len, ids)) <= 400 - judge.reserve
+    assert "Tell me a story." in engine.tokenizer.decode(ids[0])
+    [done] = judge.judge([Comparison("long", "Tell me a story.", long, "Short answer.")])
+    assert done.error is None and done.truncated
+    [q] = judge.judge([Comparison("q", " ".join(["why"] * 2000), "a", "b")])
+    assert q.error.startswith("too_long")
+
+
+def test_engine_error_on_one_row_is_recorded(engine, harmless):
+    judge = Judge(Shim(engine, fail_on={2}), harmless, LabelConfig(few_shot=False))  # prompt 2 = pair 2, order ab
+    cmps = judge.judge(_cmps())
+    assert cmps[0].error is None and cmps[2].error is None
+    assert cmps[1].error == "RuntimeError: boom" and cmps[1].p_ab is None
+
+
+def test_cot_rationale_then_clamped_probabilities(engine, harmless):
+    judge = Judge(engine, harmless, LabelConfig(mode="cot", few_shot=False, cot_max_tokens=6))
+    cmps = judge.judge(_cmps()[:2])
+    for cmp in cmps:
+        assert cmp.error is None and cmp.rationale and cmp.rationale_ba
+        assert 0.4 <= cmp.p_ab <= 0.6 and 0.4 <= cmp.p_ba <= 0.6
+    # with a tight clamp every p sits on a bound or between
+    tight = Judge(engine, harmless, LabelConfig(mode="cot", few_shot=False, cot_max_tokens=6, clamp=(0.5, 0.5)))
+    assert all(c.p_ab == 0.5 for c in tight.judge(_cmps()[:1]))
+
+
+def test_d_rlaif_scores_in_range(engine, harmless):
+    from cai.feedback.score import ScoreTokens, score_responses
+    rewards = score_responses(engine, harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
+    assert len(rewards) == 2 and all(-1 <= r <= 1 for r in rewards)
+    tokens = ScoreTokens.from_tokenizer(engine.tokenizer, 1, 10)
+    assert len(tokens.seqs[10]) == 2 and tokens.seqs[10][0] == tokens.seqs[1][0]  # "10" = "1" "0" in SmolLM2
