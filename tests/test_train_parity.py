@@ -11,9 +11,9 @@ import torch
 
 trl = pytest.importorskip("trl")
 
-from cai.testing import make_tiny_model  # noqa: E402
-from cai.train import common, data, losses  # noqa: E402
-from cai.train.fixtures import make_prefs_dataset  # noqa: E402
+from cai.testing import make_tiny_model
+from cai.train import common, data, losses
+from cai.train.fixtures import make_prefs_dataset
 
 MAX_LEN = 60  # the SmolLM2 system prompt alone is ~30 tokens: some pairs get truncated
 
@@ -71,7 +71,7 @@ def test_dpo_matches_trl(tmp_path, models):
         assert rc.mean().item() == pytest.approx(m["rewards/chosen"][-1], abs=1e-4)
         assert rr.mean().item() == pytest.approx(m["rewards/rejected"][-1], abs=1e-4)
         assert abs(rc.mean().item()) > 1e-3  # a non-trivial reference
-        lc, lr = logps.chunk(2)
+        lc, _ = logps.chunk(2)
         assert lc.mean().item() == pytest.approx(m["logps/chosen"][-1], abs=1e-3)
 
 

@@ -7,7 +7,16 @@ Modules: `losses` (pure math), `config` (one dataclass per stage), `data` (readi
 batching), `common` (log-probs, checkpoints, metrics, output), `sft`/`rm`/`dpo` (the loops), `lora`, `card`,
 `cli`. Importing this package does not import torch; the trainers load it when called.
 """
-from cai.train.config import DataConfig, DPOConfig, LoraConfig, OptimConfig, RMConfig, RunConfig, SFTConfig, load_config
+from cai.train.config import (
+    DataConfig,
+    DPOConfig,
+    LoraConfig,
+    OptimConfig,
+    RMConfig,
+    RunConfig,
+    SFTConfig,
+    load_config,
+)
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False):
@@ -25,5 +34,16 @@ def train_dpo(cfg: DPOConfig, resume: bool = False):
     return train(cfg, resume)
 
 
-__all__ = ["DataConfig", "DPOConfig", "LoraConfig", "OptimConfig", "RMConfig", "RunConfig", "SFTConfig",
-           "load_config", "train_dpo", "train_rm", "train_sft"]
+__all__ = [
+    "DPOConfig",
+    "DataConfig",
+    "LoraConfig",
+    "OptimConfig",
+    "RMConfig",
+    "RunConfig",
+    "SFTConfig",
+    "load_config",
+    "train_dpo",
+    "train_rm",
+    "train_sft",
+]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from cai.errors import InputError
 from cai.train import losses
@@ -29,8 +29,12 @@ def make_accelerator(seed: int):
     """One `Accelerator` per run; `accelerate launch` decides DDP/FSDP/DeepSpeed and the process count."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from transformers.utils import logging as hf_logging
     acc = Accelerator()
     set_seed(seed)
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: our own bar is the one to watch
+    if not acc.is_main_process:
+        hf_logging.set_verbosity_error()
     return acc
 
 

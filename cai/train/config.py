@@ -287,7 +287,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         overridden.add(keys)
     src = Source(file, marks, overridden)
     cfg = _build(cls, data, (), src)
-    cfg._source = src  # noqa: SLF001 - not a dataclass field, so it stays out of asdict()
+    cfg._source = src
     return cfg
 
 

@@ -17,6 +17,7 @@ import torch
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import DPOConfig, config_error
+from cai.train.lora import check_targets
 
 METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
                "logps/chosen", "logps/rejected"]
@@ -28,6 +29,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     acc = common.make_accelerator(cfg.run.seed)
     model_path = common.resolve(cfg.model, "model")
     tok = common.load_tokenizer(model_path)
+    check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(
         tok, row, cfg.data.max_length, cfg.data.truncation_mode, counts))
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)

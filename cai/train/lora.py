@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn as nn
+from torch import nn
 
 from cai.train.config import LoraConfig, config_error
 
@@ -14,15 +14,27 @@ def module_names(model: nn.Module) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
-def apply_lora(model: nn.Module, lora: LoraConfig, cfg, task: str = "CAUSAL_LM", modules_to_save=None):
-    """Wrap `model` in a peft LoRA adapter; an absent target module is a config error (file:line)."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+def check_targets(cfg, model_path: str | Path, task: str = "CAUSAL_LM") -> None:
+    """Refuse LoRA target modules absent from the model (a config error with file:line), before any
+    weights are loaded: the architecture is instantiated on the meta device."""
+    if not cfg.lora.enabled:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    auto = AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(AutoConfig.from_pretrained(model_path, num_labels=1))
     have = module_names(model)
-    missing = [t for t in lora.target_modules if t not in have]
+    missing = [t for t in cfg.lora.target_modules if t not in have]
     if missing:
         raise config_error(cfg, "lora.target_modules",
                            f"not in the model: {', '.join(missing)} (it has: {', '.join(sorted(have))})")
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig, cfg, task: str = "CAUSAL_LM", modules_to_save=None):
+    """Wrap `model` in a peft LoRA adapter (targets already checked by `check_targets`)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
     pc = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type=task,
                         modules_to_save=modules_to_save)

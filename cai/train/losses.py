@@ -8,7 +8,7 @@ matters for exact gradient accumulation across micro-batches and processes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

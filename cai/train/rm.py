@@ -19,6 +19,7 @@ import torch
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import RMConfig
+from cai.train.lora import check_targets
 
 METRIC_KEYS = ["loss", "accuracy", "margin", "reward_mean", "reward_std"]
 
@@ -38,6 +39,7 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     acc = common.make_accelerator(cfg.run.seed)
     model_path = common.resolve(cfg.model, "model")
     tok = common.load_tokenizer(model_path)
+    check_targets(cfg, model_path, "SEQ_CLS")
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)

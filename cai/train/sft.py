@@ -18,6 +18,7 @@ import torch
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import SFTConfig
+from cai.train.lora import check_targets
 
 METRIC_KEYS = ["loss", "grad_norm", "lr"]
 
@@ -27,6 +28,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
     acc = common.make_accelerator(cfg.run.seed)
     model_path = common.resolve(cfg.model, "model")
     tok = common.load_tokenizer(model_path)
+    check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("messages",),
                         lambda row, counts: data.tokenize_sft(tok, row["messages"], cfg.data.max_length, counts))
     train_ex = data.pack_sft(prep.train, cfg.data.max_length) if cfg.packing else prep.train

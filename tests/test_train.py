@@ -1,0 +1,232 @@
+"""Training stages end to end on a tiny random Llama with SmolLM2's tokenizer and chat template:
+assistant-only masking on a real tokenised example, TRL-style truncation counts, config and data
+errors (one line, exit 2, file:line:field), and SFT -> RM -> DPO runs with their outputs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cai.errors import InputError
+from cai.testing import make_tiny_model
+from cai.train import DPOConfig, RMConfig, SFTConfig, load_config
+from cai.train.fixtures import make_prefs_dataset, make_sft_dataset
+
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return str(make_tiny_model())
+
+
+@pytest.fixture(scope="module")
+def tok(tiny):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+def cai(*args, **kw):
+    return subprocess.run([PY, "-m", "cai.cli", *args], capture_output=True, text=True, **kw)
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+
+def test_sft_mask_covers_exactly_the_assistant_turns(tok):
+    from cai.train import data
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye."}]
+    ex = data.tokenize_sft(tok, msgs, 512, data.Counts())
+    text = tok.decode(ex.input_ids)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    trained = [tok.decode([t for t, m in zip(ex.input_ids, ex.labels_mask) if m])]
+    # the two assistant contents with their end-of-turn token, nothing else (no role headers, no user text)
+    assert trained == ["Hello!<|im_end|>Goodbye.<|im_end|>"]
+    spans, cur = [], []
+    for t, m in zip(ex.input_ids, ex.labels_mask):
+        if m:
+            cur.append(t)
+        elif cur:
+            spans.append(tok.decode(cur))
+            cur = []
+    assert spans == ["Hello!<|im_end|>", "Goodbye.<|im_end|>"]
+    # the token before each span is the newline after "<|im_start|>assistant"
+    first = ex.labels_mask.index(1)
+    assert tok.decode(ex.input_ids[:first]).endswith("Hi there<|im_end|>\n<|im_start|>assistant\n")
+    # truncation keeps the start and is counted
+    counts = data.Counts()
+    short = data.tokenize_sft(tok, msgs, first + 2, counts)
+    assert counts.truncated == 1 and len(short.input_ids) == first + 2 and sum(short.labels_mask) == 2
+
+
+def test_dpo_truncation_and_drops_are_counted(tok, tmp_path):
+    from cai.train import data
+    d = make_prefs_dataset(tmp_path / "p", 8, long_every=4)
+    rows = data.read_rows(str(d), "prefs").rows
+    counts = data.Counts()
+    out = [data.tokenize_pair_dpo(tok, r, 60, "keep_start", counts) for r in rows]
+    assert counts.rows == 8 and counts.dropped == 2  # the long prompts fill max_length: dropped like TRL
+    assert counts.truncated > 0 and all(e is None or len(e.chosen_ids) <= 60 for e in out)
+    rm_counts = data.Counts()
+    data_rm = [data.tokenize_pair_rm(tok, r, 200, rm_counts) for r in rows]
+    assert rm_counts.dropped == 2 and sum(e is not None for e in data_rm) == 6
+
+
+def test_packing_keeps_examples_apart(tok):
+    import torch
+
+    from cai.train import common, data
+    model = common.CompletionLogps(common.load_causal_lm(Path(make_tiny_model()), "float32"))
+    exs = [data.tokenize_sft(tok, [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A" * i}],
+                             512, data.Counts()) for i in range(1, 4)]
+    packed = data.pack_sft(exs, 512)
+    assert len(packed) == 1
+    with torch.no_grad():
+        b = data.collate_sft(exs, tok.pad_token_id)
+        sep, _ = model(b["input_ids"], b["attention_mask"], b["completion_mask"])
+        p = data.collate_sft(packed, tok.pad_token_id)
+        tok_logps, _ = model(p["input_ids"], None, p["completion_mask"], position_ids=p["position_ids"], per_token=True)
+    assert tok_logps.sum().item() == pytest.approx(sep.sum().item(), abs=1e-3)
+
+
+def test_completion_logps_equals_full_logits(tok):
+    import torch
+
+    from cai.train import common, data, losses
+    lm = common.load_causal_lm(Path(make_tiny_model()), "float32")
+    exs = [data.tokenize_pair_dpo(tok, r, 512, "keep_start", data.Counts())
+           for r in data.read_rows(str(make_prefs_dataset(Path(tok.name_or_path).parent / "_lp", 4)), "prefs").rows]
+    b = data.collate_pairs(exs, tok.pad_token_id)
+    with torch.no_grad():
+        ours, n = common.CompletionLogps(lm)(b["input_ids"], b["attention_mask"], b["completion_mask"])
+        full = losses.shifted_completion_logps(lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                                               b["input_ids"], b["completion_mask"])
+    assert torch.allclose(ours, full, atol=1e-4)
+    assert torch.equal(n, b["completion_mask"][:, 1:].sum(-1))
+
+
+# ---- configs and bad input ----------------------------------------------------------------------------
+
+
+def test_config_yaml_errors_name_file_line_and_field(tmp_path):
+    cfgf = tmp_path / "c.yaml"
+    cfgf.write_text("model: x\noptim:\n  lr: 1e-5\n  lrr: 2\n")
+    with pytest.raises(InputError) as e:
+        load_config(DPOConfig, cfgf)
+    assert str(e.value).startswith(f"{cfgf}:4:8: optim.lrr: unknown key")
+    cfgf.write_text("loss_type: ipo\nlabel_smoothing: 0.1\n")
+    with pytest.raises(InputError, match=r"c.yaml:2:\d+: label_smoothing: IPO has no label smoothing"):
+        load_config(DPOConfig, cfgf)
+    cfgf.write_text("run:\n  batch_size: eight\n")
+    with pytest.raises(InputError, match=r"c.yaml:2:\d+: run.batch_size: must be an integer"):
+        load_config(SFTConfig, cfgf)
+    cfgf.write_text("loss_type: hinge\n")
+    with pytest.raises(InputError, match="loss_type: must be one of sigmoid, ipo, cdpo, robust"):
+        load_config(DPOConfig, cfgf)
+    cfg = load_config(RMConfig, None, ["optim.lr=3e-4", "run.max_steps=5", "lora.target_modules=[q_proj]"])
+    assert (cfg.optim.lr, cfg.run.max_steps, cfg.lora.target_modules, cfg.data.config) == (3e-4, 5, ["q_proj"], "prefs")
+
+
+def test_example_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for stage, cls in (("sft", SFTConfig), ("rm", RMConfig), ("dpo", DPOConfig)):
+        for f in sorted(root.glob(f"{stage}*.yaml")):
+            load_config(cls, f)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["train", "dpo", "loss_type=ipo", "label_smoothing=0.2"], r"label_smoothing: IPO has no label smoothing"),
+    (["train", "sft", "model=/does/not/exist"], r"/does/not/exist: model: model path does not exist"),
+    (["train", "rm", "bogus=1"], r"bogus: unknown key"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, pattern):
+    r = cai(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert __import__("re").search(pattern, lines[0]), lines[0]
+
+
+def test_cli_missing_columns_and_lora_targets(tiny, tmp_path):
+    sft = make_sft_dataset(tmp_path / "sft", 8)
+    r = cai("train", "dpo", f"model={tiny}", f"data.path={sft}", "data.config=sft", f"run.output_dir={tmp_path}/o")
+    assert r.returncode == 2 and "dataset lacks column(s) chosen, rejected" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    cfgf = tmp_path / "l.yaml"
+    cfgf.write_text(f"model: {tiny}\ndata:\n  path: {sft}\nlora:\n  r: 4\n  target_modules: [q_proj, wq]\n")
+    r = cai("train", "sft", "--config", str(cfgf), f"run.output_dir={tmp_path}/o")
+    assert r.returncode == 2, r.stderr
+    assert f"{cfgf}:6:19: lora.target_modules: not in the model: wq" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- the three stages end to end ----------------------------------------------------------------------
+
+
+def test_sft_rm_dpo_pipeline(tiny, tmp_path):
+    """SFT -> RM (from the SFT model) -> DPO (from the SFT model), with loadable outputs and cards."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.train import DataConfig, OptimConfig, RunConfig, train_dpo, train_rm, train_sft
+    sft_data, prefs = make_sft_dataset(tmp_path / "sft", 16), make_prefs_dataset(tmp_path / "prefs", 20)
+    run = {"batch_size": 4, "micro_batch_size": 2, "progress": False, "save_every": 0}
+    sft_out = train_sft(SFTConfig(model=tiny, data=DataConfig(path=str(sft_data), eval_fraction=0.25),
+                                  run=RunConfig(output_dir=str(tmp_path / "o_sft"), max_steps=3, **run),
+                                  optim=OptimConfig(lr=1e-3)))
+    recs = [json.loads(x) for x in (sft_out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3] and "eval/loss" in recs[-1]
+    assert recs[2]["loss"] < recs[0]["loss"]
+    rm_out = train_rm(RMConfig(model=str(sft_out), data=DataConfig(path=str(prefs), eval_fraction=0.2),
+                               run=RunConfig(output_dir=str(tmp_path / "o_rm"), max_steps=3, **run),
+                               optim=OptimConfig(lr=1e-3), center_rewards_coefficient=0.01))
+    norm = json.loads((rm_out / "reward_normalization.json").read_text())
+    assert norm["n"] == 8 and norm["source"] == "held-out pairs"
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_out)
+    assert rm.config.num_labels == 1 and rm.config.reward_normalization["gain"] == pytest.approx(norm["gain"])
+    last = [json.loads(x) for x in (rm_out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"eval/accuracy", "eval/reward_mean", "eval/reward_std"} <= set(last)
+    dpo_out = train_dpo(DPOConfig(model=str(sft_out), data=DataConfig(path=str(prefs), eval_fraction=0.2),
+                                  run=RunConfig(output_dir=str(tmp_path / "o_dpo"), max_steps=3, **run),
+                                  optim=OptimConfig(lr=1e-3), ref_cache_dir=str(tmp_path / "ref")))
+    recs = [json.loads(x) for x in (dpo_out / "metrics.jsonl").read_text().splitlines()]
+    keys = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen",
+            "logps/rejected"}
+    assert keys <= set(recs[0]) and recs[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
+    assert recs[2]["rewards/margin"] > 0
+    assert len(list((tmp_path / "ref").glob("*.pt"))) == 1
+    for out in (sft_out, dpo_out):
+        AutoModelForCausalLM.from_pretrained(out)
+        AutoTokenizer.from_pretrained(out)
+        assert (out / "training.png").stat().st_size > 1000
+    card = (dpo_out / "README.md").read_text()
+    assert "constitution_hash" in card and "c0ffee" in card and "loss_type: sigmoid" in card
+    # DPO reference log-probs come from the cache the second time (same data and model)
+    before = (next((tmp_path / "ref").glob("*.pt"))).stat().st_mtime_ns
+    train_dpo(DPOConfig(model=str(sft_out), data=DataConfig(path=str(prefs), eval_fraction=0.2),
+                        run=RunConfig(output_dir=str(tmp_path / "o_dpo2"), max_steps=1, **run),
+                        ref_cache_dir=str(tmp_path / "ref")))
+    assert next((tmp_path / "ref").glob("*.pt")).stat().st_mtime_ns == before
+    del torch
+
+
+def test_dpo_lora_reference_is_the_base_and_merge_exports(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from cai.train import DataConfig, LoraConfig, OptimConfig, RunConfig, train_dpo
+    prefs = make_prefs_dataset(tmp_path / "prefs", 12)
+    out = train_dpo(DPOConfig(model=tiny, data=DataConfig(path=str(prefs), eval_fraction=0.0),
+                              run=RunConfig(output_dir=str(tmp_path / "o"), max_steps=2, batch_size=4,
+                                            micro_batch_size=4, progress=False, save_every=1),
+                              optim=OptimConfig(lr=1e-2), lora=LoraConfig(r=4, alpha=8),
+                              loss_type="cdpo", ref_cache_dir=str(tmp_path / "ref")))
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)  # fresh adapter = base = reference
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny)
+    diff = (merged.model.layers[0].self_attn.q_proj.weight - base.model.layers[0].self_attn.q_proj.weight).abs().max()
+    assert diff > 0
