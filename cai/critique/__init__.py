@@ -1,0 +1,21 @@
+"""SL-CAI (Bai et al. 2022, arXiv 2212.08073 §3): a model answers prompts, then critiques and revises its
+answer against sampled constitution principles for N rounds; the result is SFT data and preference pairs.
+
+    from cai.critique import CritiqueConfig, critique
+    critique(prompts="data/red_team.jsonl", constitution="harmless", out="out/sl-cai", engine=engine,
+             config=CritiqueConfig(rounds=2))
+
+`config` (the run's settings and filters), `conversation` (one conversation's state machine and its rows),
+`run` (the continuous-feed driver and the dry-run planner), `cli` (`cai critique`).
+"""
+from cai.critique.cli import register
+from cai.critique.config import FILTERS, CritiqueConfig
+
+__all__ = ["critique", "plan", "CritiqueConfig", "FILTERS", "register"]
+
+
+def __getattr__(name):  # the driver imports the constitution and templates: only when used, not by the CLI
+    if name in ("critique", "plan"):
+        from cai.critique import run
+        return getattr(run, name)
+    raise AttributeError(name)

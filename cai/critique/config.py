@@ -1,0 +1,91 @@
+"""What an SL-CAI run is: `CritiqueConfig` (rounds, per-step sampling, system prompt, filters, seed),
+and the filters that keep a final revision out of `sft`/`prefs` (it stays in `trace`).
+
+Imports no torch, so that the CLI registers cheaply.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cai.engine.base import SamplingParams
+from cai.errors import InputError
+
+STEPS = ("answer", "critique", "revision")
+
+# A revision that talks like the prompt scaffolding ("Revision:", "CritiqueRequest") instead of answering.
+_SCAFFOLD = re.compile(r"(?im)^\s*(?:critique|revision)(?:\s*request)?\s*:|critique\s*request|revision\s*request")
+
+
+def _empty(final: dict, init: dict) -> bool:
+    return not final["text"].strip()
+
+
+def _truncated(final: dict, init: dict) -> bool:
+    return final["finish_reason"] == "length"
+
+
+def _scaffold(final: dict, init: dict) -> bool:
+    return bool(_SCAFFOLD.search(final["text"]))
+
+
+def _unchanged(final: dict, init: dict) -> bool:
+    return " ".join(final["text"].split()) == " ".join(init["text"].split())
+
+
+FILTERS: dict[str, Callable[[dict, dict], bool]] = {
+    "empty": _empty, "truncated": _truncated, "scaffold": _scaffold, "unchanged": _unchanged}
+"""Filter name -> predicate(final revision step, initial answer step) that drops the row. A row is
+counted against the first filter (in this order) that drops it."""
+
+
+def first_filter(names: tuple[str, ...], final: dict, init: dict) -> str | None:
+    return next((n for n in FILTERS if n in names and FILTERS[n](final, init)), None)
+
+
+def _default(max_tokens: int = 256, temperature: float = 0.7) -> SamplingParams:
+    return SamplingParams(temperature=temperature, max_tokens=max_tokens)
+
+
+@dataclass
+class CritiqueConfig:
+    rounds: int = 2
+    """Critique -> revision rounds per conversation; each draws a fresh principle with the seed, repeats
+    allowed (the paper's samples use 4, the HF recipe 1)."""
+    answer: SamplingParams = field(default_factory=_default)
+    """Sampling for the initial answer (the response the constitution then critiques)."""
+    critique: SamplingParams = field(default_factory=_default)
+    """Sampling for each critique."""
+    revision: SamplingParams = field(default_factory=_default)
+    """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`)."""
+    system: str | None = None
+    """System prompt of the initial answer. Critique and revision turns use the constitution's own."""
+    few_shot: bool = True
+    """Put the constitution's few-shot critique conversations before every critique/revision request."""
+    filters: tuple[str, ...] = tuple(FILTERS)
+    """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
+    seed: int = 0
+    """Seeds principle draws and every request (per prompt id and step, so batching never matters)."""
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise InputError("must be >= 1", field="rounds")
+        for step in STEPS:
+            if getattr(self, step).n != 1:
+                raise InputError("one sample per step (n=1)", field=f"{step}.n")
+        self.filters = tuple(self.filters)
+        unknown = [f for f in self.filters if f not in FILTERS]
+        if unknown:
+            raise InputError(f"unknown filter(s) {', '.join(unknown)}; choose from {', '.join(FILTERS)}",
+                             field="filters")
+
+    def params(self, step: str, seed: int) -> SamplingParams:
+        return getattr(self, step).replace(seed=seed)
+
+    def sampling(self) -> dict[str, Any]:
+        return {s: getattr(self, s).to_dict() for s in STEPS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "sampling": self.sampling(), "system": self.system,
+                "few_shot": self.few_shot, "filters": list(self.filters), "seed": self.seed}

@@ -1,0 +1,133 @@
+"""One SL-CAI conversation as a small state machine: answer -> (critique r -> revision r) for r = 1..N.
+
+Step k is the answer (k = 0), the critique of round r (k = 2r - 1) or its revision (k = 2r). The chat
+grows turn by turn after the constitution's few-shot conversations:
+
+    [system] few-shot... user: prompt  assistant: answer  user: critique request 1  assistant: critique 1
+    user: revision request 1  assistant: revision 1  user: critique request 2  ...
+
+so round r critiques the latest revision. The principle of round r is drawn with key `"{id}:{r}"` and the
+request seed from `"{id}:{step}:{r}"`: both independent of batching and of principle texts, which is
+what lets a rerun after editing one principle hit the request cache everywhere that principle is absent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cai.critique.config import CritiqueConfig
+from cai.data.sources import as_messages
+from cai.engine.base import Result, SamplingParams
+from cai.stage import request_seed
+from cai.templates import conversation, critique_messages, render_critique_request, render_revision_request
+
+
+def step_name(k: int) -> tuple[str, int]:
+    """(step, round) of step index k."""
+    return ("answer", 0) if k == 0 else ("critique" if k % 2 else "revision", (k + 1) // 2)
+
+
+@dataclass
+class Conversation:
+    id: str
+    prompt: Any  # str | list[{role, content}]
+    principles: list  # CritiquePrinciple per round
+    steps: list[dict[str, Any]] = field(default_factory=list)  # finished steps, in order
+    error: str | None = None
+
+    @property
+    def n_steps(self) -> int:
+        return 1 + 2 * len(self.principles)
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or len(self.steps) == self.n_steps
+
+    def next_request(self, c, cfg: CritiqueConfig) -> tuple[str, list[dict], SamplingParams, str | None]:
+        """(request id, chat messages, sampling params, rendered user request) of the next step."""
+        k = len(self.steps)
+        step, r = step_name(k)
+        params = cfg.params(step, request_seed(cfg.seed, f"{self.id}:{step}:{r}"))
+        rid = f"{self.id}#{k}"
+        if step == "answer":
+            return rid, as_messages(self.prompt, cfg.system), params, None
+        msgs = critique_messages(c, self.principles[0], self.prompt, self.steps[0]["text"], cfg.few_shot)
+        request = msgs[-1]["content"]
+        response = self.steps[0]["text"]
+        for j in range(1, k):  # replay the finished critique/revision turns, adding the next request
+            s, rr = step_name(j)
+            p = self.principles[rr - 1]
+            text = self.steps[j]["text"]
+            if s == "critique":
+                request = render_revision_request(c, p, self.prompt, response, text)
+            else:
+                response = text
+                request = render_critique_request(c, self.principles[rr], self.prompt, response)
+            msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": request}]
+        return rid, msgs, params, request
+
+    def advance(self, res: Result, request: str | None) -> None:
+        step, r = step_name(len(self.steps))
+        if not res.ok:
+            self.error = f"{step} (round {r}): {res.error}" if r else f"{step}: {res.error}"
+            return
+        o = res.outputs[0]
+        self.steps.append({"step": step, "round": r, "request": request, "text": o.text,
+                           "tokens": len(o.token_ids), "prompt_tokens": res.prompt_tokens,
+                           "finish_reason": o.finish_reason})
+
+    def record(self) -> dict[str, Any]:
+        """The durable record appended to the run's log when the conversation finishes."""
+        return {"key": self.id, "id": self.id, "principle_ids": [p.id for p in self.principles],
+                "principle_hashes": [p.hash for p in self.principles], "steps": self.steps, "error": self.error}
+
+
+def new_conversation(row: dict[str, Any], sampler, rounds: int) -> Conversation:
+    return Conversation(row["id"], row["prompt"], [sampler.sample(key=f"{row['id']}:{r}")[0]
+                                                   for r in range(1, rounds + 1)])
+
+
+# ---- records -> dataset rows -------------------------------------------------------------------------
+
+def _last_user(prompt: Any) -> str:
+    return next(m["content"] for m in reversed(conversation(prompt)) if m["role"] == "user")
+
+
+def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov: dict[str, Any],
+            status: str, filtered_by: str | None) -> dict[str, list[dict[str, Any]]]:
+    """The `sft`, `prefs` and `trace` rows of one finished conversation record."""
+    steps, prompt = rec["steps"], row["prompt"]
+    prov = {**prov, "principle_ids": rec["principle_ids"]}
+    extra = {k: v for k, v in row.items() if k not in ("id", "prompt")}
+    init = steps[0] if steps else None
+    rounds = [(steps[2 * r - 1] if len(steps) > 2 * r - 1 else None, steps[2 * r] if len(steps) > 2 * r else None)
+              for r in range(1, len(rec["principle_ids"]) + 1)]
+    # A failed conversation has rows up to the round that failed (its error is on every row).
+    upto = max(1, step_name(len(steps))[1]) if rec["error"] else len(rounds)
+    trace = []
+    for r, (crit, rev) in enumerate(rounds[:upto], 1):
+        trace.append({
+            "id": rec["id"], "round": r, "status": status, "filtered_by": filtered_by, "error": rec["error"],
+            "prompt": _last_user(prompt), "principle_id": rec["principle_ids"][r - 1],
+            "principle_hash": rec["principle_hashes"][r - 1],
+            "init_response": init and init["text"], "init_tokens": init and init["tokens"],
+            "init_finish_reason": init and init["finish_reason"],
+            "critique_request": crit and crit["request"], "critique": crit and crit["text"],
+            "critique_tokens": crit and crit["tokens"], "critique_finish_reason": crit and crit["finish_reason"],
+            "revision_request": rev and rev["request"], "revision": rev and rev["text"],
+            "revision_tokens": rev and rev["tokens"], "revision_finish_reason": rev and rev["finish_reason"],
+            **extra, **prov})
+    out: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": trace}
+    if status != "kept":
+        return out
+    crit, rev = rounds[-1]
+    user = as_messages(prompt, cfg.system)
+    final = {"role": "assistant", "content": rev["text"]}
+    recipe = {"init_prompt": _last_user(prompt), "init_response": init["text"],  # HF cai-conversation-harmless
+              "critic_prompt": crit["request"], "critic_response": crit["text"],
+              "revision_prompt": rev["request"], "revision_response": rev["text"]}
+    out["sft"].append({"id": rec["id"], "prompt": _last_user(prompt), "messages": user + [final],
+                       **recipe, **extra, **prov})
+    out["prefs"].append({"id": rec["id"], "prompt": user, "chosen": [final],
+                         "rejected": [{"role": "assistant", "content": init["text"]}], **recipe, **extra, **prov})
+    return out

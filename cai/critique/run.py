@@ -1,0 +1,193 @@
+"""The SL-CAI driver: keep the engine full of conversation steps, log each finished conversation durably,
+then write the `sft`, `prefs` and `trace` configs.
+
+    1. load the constitution, prompts and engine (behind the request cache)
+    2. open the run directory; finished conversations from an interrupted run are kept
+    3. continuous feed: when a step finishes, that conversation's next step enters the engine at once
+    4. filter final revisions, build the tables, write the dataset and the manifest
+
+`plan` walks the same state machines against the cache alone (`cai critique --dry-run`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cai.critique.config import CritiqueConfig, first_filter
+from cai.critique.conversation import Conversation, new_conversation, rows_of
+
+
+def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
+             config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None,
+             overwrite: bool = False, engine=None, cache: str | Path | None = None, engine_args=None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run SL-CAI critique -> revision over `prompts` and write DIR/{sft,prefs,trace}. Returns the manifest.
+
+    `engine` is any `Engine` (wrapped in a `CachedEngine` over `cache` unless it is one already); without
+    it, `engine_args` (the CLI's parsed flags) describe one. Raises `PartialRunError` (exit 3) when some
+    conversations failed: they are recorded in `trace` and left out of `sft` and `prefs`.
+    """
+    from cai.data.layout import write_dataset
+    from cai.data.store import RunDir
+    from cai.stage import Progress, print_summary, provenance
+
+    # 1. inputs
+    cfg = config or CritiqueConfig()
+    c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
+    engine = open_engine(engine, cache, engine_args, cfg.seed)
+
+    # 2. run directory: a crash loses at most the conversations in flight
+    run = RunDir(out, run_config(c, rows, engine, cfg), overwrite=overwrite)
+    log = run.log("conversations")
+    records = log.load()
+    todo = [r for r in rows if r["id"] not in records or records[r["id"]]["error"]]  # failures are retried
+
+    # 3. continuous feed
+    t0 = time.perf_counter()
+    bar = Progress(len(rows), "critique", engine, initial=len(rows) - len(todo)) if progress else None
+    pending: dict[str, tuple[Conversation, str | None]] = {}
+
+    def submit(conv: Conversation) -> None:
+        rid, msgs, params, request = conv.next_request(c, cfg)
+        pending[rid] = (conv, request)
+        engine.submit(rid, engine.format_chat(msgs), params)
+
+    for r in todo:
+        submit(new_conversation(r, sampler, cfg.rounds))
+    while engine.has_unfinished():
+        for rid, res in engine.poll():
+            conv, request = pending.pop(rid)
+            conv.advance(res, request)
+            if not conv.done:
+                submit(conv)
+                continue
+            records[conv.id] = rec = conv.record()
+            log.append(rec)
+            if bar:
+                bar.update()
+    log.close()
+    if bar:
+        bar.close()
+
+    # 4. tables, filters, manifest
+    prov = provenance(engine, seed=cfg.seed, sampling=cfg.sampling(), constitution=c.name,
+                      constitution_version=c.version, constitution_hash=c.hash, rounds=cfg.rounds)
+    tables: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": []}
+    filtered, errors = Counter({f: 0 for f in cfg.filters}), 0
+    for r in rows:
+        rec = records[r["id"]]
+        reason = None if rec["error"] else first_filter(cfg.filters, rec["steps"][-1], rec["steps"][0])
+        status = "error" if rec["error"] else ("filtered" if reason else "kept")
+        errors += status == "error"
+        if reason:
+            filtered[reason] += 1
+        for name, part in rows_of(rec, r, cfg, prov, status, reason).items():
+            tables[name] += part
+    seconds = time.perf_counter() - t0
+    kept = len(tables["sft"])
+    manifest = {"stage": "critique", "conversations": len(rows), "kept": kept, "filtered": dict(filtered),
+                "errors": errors, "rounds": cfg.rounds, "config": cfg.to_dict(), "provenance": prov,
+                "principle_counts": dict(Counter(p for rec in records.values() for p in rec["principle_ids"])),
+                "seconds": round(seconds, 2), "generated_tokens": engine.generated_tokens,
+                "tokens_per_s": round(engine.generated_tokens / max(seconds, 1e-9), 1),
+                "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits}
+    write_dataset(out, tables, manifest, title=f"cai critique: SL-CAI with constitution `{c.name}`",
+                  body=f"Critique and revision ({cfg.rounds} round(s)) of `{engine.model_id}`'s answers. Configs: "
+                       "`sft` (prompt + final revision), `prefs` (chosen = final revision, rejected = initial "
+                       "answer) and `trace` (every round, kept, filtered or failed).")
+    if progress:
+        print_summary("critique", [("conversations", len(rows)), ("kept", kept),
+                                   *[(f"filtered: {f}", n) for f, n in filtered.items()], ("errors", errors),
+                                   ("tokens", engine.generated_tokens), ("tok/s", manifest["tokens_per_s"]),
+                                   ("seconds", manifest["seconds"]), ("engine requests", engine.engine_requests),
+                                   ("cache hits", engine.cache_hits), ("out", str(out))])
+    if errors:
+        from cai.errors import PartialRunError
+        raise PartialRunError(f"{errors} of {len(rows)} conversations failed (kept {kept}, filtered "
+                              f"{sum(filtered.values())}); their errors are in the `trace` config of {out}")
+    return manifest
+
+
+def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
+         config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None, engine=None,
+         cache: str | Path | None = None, engine_args=None) -> dict[str, Any]:
+    """What a run would do, from the run directory and the request cache alone (generates nothing):
+    how many conversations it would regenerate, from which round, and how many requests that takes."""
+    from cai.data.store import RecordLog, fingerprint
+    cfg = config or CritiqueConfig()
+    c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
+    engine = open_engine(engine, cache, engine_args, cfg.seed, tokenizer_only=True)
+    run_file = Path(out) / ".cai" / "run.json"
+    same = run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") == fingerprint(
+        run_config(c, rows, engine, cfg))
+    records = RecordLog(Path(out) / ".cai" / "records" / "conversations").load() if same else {}
+    finished, regen, requests, from_round = 0, 0, 0, Counter()
+    for r in rows:
+        if r["id"] in records and not records[r["id"]]["error"]:
+            finished += 1
+            continue
+        conv = new_conversation(r, sampler, cfg.rounds)
+        while not conv.done:
+            _, msgs, params, request = conv.next_request(c, cfg)
+            hit = engine.lookup(engine.format_chat(msgs), params)
+            if hit is None or not hit.ok:
+                k = len(conv.steps)
+                regen, requests = regen + 1, requests + conv.n_steps - k
+                from_round["answer" if k == 0 else f"round {(k + 1) // 2}"] += 1
+                break
+            conv.advance(hit, request)
+    existing = run_file.is_file() and not same
+    return {"conversations": len(rows), "finished": finished, "cached": len(rows) - finished - regen,
+            "regenerate": regen, "requests": requests, "from": dict(sorted(from_round.items())),
+            "needs_overwrite": existing}
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+def _inputs(constitution, prompts, column, limit, cfg):
+    from cai.constitution import PrincipleSampler, load_constitution
+    from cai.data.sources import load_prompts
+    from cai.errors import InputError
+    c = load_constitution(constitution) if isinstance(constitution, (str, Path)) else constitution
+    if not c.critiques:
+        raise InputError(f"constitution {c.name!r} has no critique principles", field="critiques")
+    rows = load_prompts(prompts, column=column, limit=limit) if not isinstance(prompts, list) else prompts
+    return c, rows, PrincipleSampler(c.critiques, cfg.seed)
+
+
+def run_config(c, rows, engine, cfg: CritiqueConfig) -> dict[str, Any]:
+    """What fixes a run's output: a directory holding a run with another one is not silently reused."""
+    digest = hashlib.sha256(json.dumps([[r["id"], r["prompt"]] for r in rows], sort_keys=True).encode())
+    return {"stage": "critique", "prompts": digest.hexdigest()[:16], "n_prompts": len(rows),
+            "model_hash": engine.model_hash, "constitution_hash": c.hash, **cfg.to_dict()}
+
+
+def open_engine(engine, cache, engine_args, seed: int, *, tokenizer_only: bool = False):
+    from cai.engine.cached import CachedEngine
+    if isinstance(engine, CachedEngine):
+        return engine
+    if engine is not None:
+        from cai.data.store import RequestCache
+        return CachedEngine(engine, RequestCache(cache) if cache else None)
+    if tokenizer_only and engine_args.engine != "openai":
+        from cai.data.store import RequestCache, default_cache_path
+        return CachedEngine(_TokenizerOnly(engine_args.model, engine_args.max_model_len),
+                            None if engine_args.no_cache else RequestCache(engine_args.cache or default_cache_path()))
+    from cai.stage import engine_from_args
+    return engine_from_args(engine_args, seed=seed)
+
+
+class _TokenizerOnly:
+    """Just enough of an engine to render and address requests (no weights loaded): for dry runs."""
+    name = "none"
+
+    def __init__(self, model: str, max_model_len: int):
+        from transformers import AutoTokenizer
+        from cai.models import model_hash, resolve_model
+        path = resolve_model(model)
+        self.model_id, self.model_hash, self.max_model_len = str(model), model_hash(path), max_model_len
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
