@@ -234,6 +234,13 @@ class Checkpoints:
         return json.loads((ckpt / "state.json").read_text())
 
 
+def check_resume(output_dir: str | Path, resume: bool) -> None:
+    """Fail fast, before loading anything, when --resume has no checkpoint to continue from."""
+    root = Path(output_dir) / "checkpoints"
+    if resume and not any((p / "state.json").is_file() for p in root.glob("step-*")):
+        raise InputError("no checkpoint to resume from", file=root, field="--resume")
+
+
 # ---- metrics --------------------------------------------------------------------------------------------
 
 

@@ -26,8 +26,9 @@ REF_CACHE_VERSION = "1"
 
 def train(cfg: DPOConfig, resume: bool = False) -> Path:
     # 1. processes, seed, tokenizer, data
-    acc = common.make_accelerator(cfg.run.seed)
     model_path = common.resolve(cfg.model, "model")
+    common.check_resume(cfg.run.output_dir, resume)
+    acc = common.make_accelerator(cfg.run.seed)
     tok = common.load_tokenizer(model_path)
     check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(

@@ -26,7 +26,13 @@ METRIC_KEYS = ["loss", "accuracy", "margin", "reward_mean", "reward_std"]
 
 def load_reward_model(path: Path, dtype: str, pad_token_id: int, gradient_checkpointing: bool = False):
     from transformers import AutoModelForSequenceClassification
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the fresh `score` head is expected, not worth a load report
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+    finally:
+        hf_logging.set_verbosity(level)
     model.config.pad_token_id = pad_token_id
     common.disable_dropout(model)
     if gradient_checkpointing:
@@ -36,8 +42,9 @@ def load_reward_model(path: Path, dtype: str, pad_token_id: int, gradient_checkp
 
 def train(cfg: RMConfig, resume: bool = False) -> Path:
     # 1. processes, seed, tokenizer, data
-    acc = common.make_accelerator(cfg.run.seed)
     model_path = common.resolve(cfg.model, "model")
+    common.check_resume(cfg.run.output_dir, resume)
+    acc = common.make_accelerator(cfg.run.seed)
     tok = common.load_tokenizer(model_path)
     check_targets(cfg, model_path, "SEQ_CLS")
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
