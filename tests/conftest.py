@@ -35,7 +35,9 @@ def tiny_model(smollm2_dir) -> Path:
 def vllm_engine(tiny_model):
     """The one in-process vLLM engine of the test session (tiny model)."""
     from cai.engine.vllm_engine import VLLMEngine
-    engine = VLLMEngine(str(tiny_model), max_model_len=2048, enforce_eager=True)
+    # A small fixed KV cache skips vLLM's memory profiling: the engine starts in seconds.
+    engine = VLLMEngine(str(tiny_model), max_model_len=2048, enforce_eager=True,
+                        kv_cache_memory_bytes=256 * 2**20, max_num_seqs=64)
     yield engine
 
 
