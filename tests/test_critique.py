@@ -44,9 +44,9 @@ def test_outputs_columns_principles_and_resume(vllm_engine, tmp_path, cache_path
     assert (m["conversations"], m["kept"], m["errors"]) == (3, 3, 0)
     assert eng.engine_requests == 3 * (1 + 2 * 2) and eng.cache_hits == 0  # answer + 2 x (critique, revision)
 
-    prefs = datasets.load_dataset(str(tmp_path / "out"), "prefs", split="train")
-    sft = datasets.load_dataset(str(tmp_path / "out"), "sft", split="train")
-    trace = datasets.load_dataset(str(tmp_path / "out"), "trace", split="train")
+    prefs = datasets.load_dataset(str(tmp_path / "out"), "prefs", split="train", cache_dir=str(tmp_path / "hf"))
+    sft = datasets.load_dataset(str(tmp_path / "out"), "sft", split="train", cache_dir=str(tmp_path / "hf"))
+    trace = datasets.load_dataset(str(tmp_path / "out"), "trace", split="train", cache_dir=str(tmp_path / "hf"))
     assert (len(prefs), len(sft), len(trace)) == (3, 3, 6)
     c = load_constitution("harmless")
     sampler = PrincipleSampler(c.critiques, 0)
