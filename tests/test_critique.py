@@ -199,3 +199,17 @@ def test_config_validation():
         CritiqueConfig(filters=("empty", "short"))
     with pytest.raises(InputError, match="n=1"):
         CritiqueConfig(critique=SamplingParams(n=2))
+
+
+def test_cli_dry_run_reports_what_a_rerun_regenerates(vllm_engine, tiny_model, tmp_path, cache_path, capsys):
+    from cai import cli
+    run(cached(vllm_engine, cache_path), tmp_path / "out", config=cfg(2))
+    argv = ["critique", "--dry-run", "--model", str(tiny_model), "--cache", str(cache_path), "--limit", "3",
+            "--max-tokens", "8", "--temperature", "0.8", "--filters", "none", "--out", str(tmp_path / "out")]
+    assert cli.main(argv + ["--rounds", "2"]) == 0
+    assert "0 of 3 conversations would be regenerated (0 requests; 3 already finished" in capsys.readouterr().out
+    assert cli.main(argv + ["--rounds", "3"]) == 0  # one more round: rounds 1-2 are cached, round 3 is new
+    out = capsys.readouterr()
+    assert "3 of 3 conversations would be regenerated (6 requests; 0 already finished" in out.out
+    assert "from: round 3 3" in out.out and "needs --overwrite" in out.err
+    assert not (tmp_path / "out" / "sft").exists() or read_manifest(tmp_path / "out")["rounds"] == 2
