@@ -88,8 +88,8 @@ def test_packing_keeps_examples_apart(tok):
         b = data.collate_sft(exs, tok.pad_token_id)
         sep, _ = model(b["input_ids"], b["attention_mask"], b["completion_mask"])
         p = data.collate_sft(packed, tok.pad_token_id)
-        tok_logps, _ = model(p["input_ids"], None, p["completion_mask"], position_ids=p["position_ids"], per_token=True)
-    assert tok_logps.sum().item() == pytest.approx(sep.sum().item(), abs=1e-3)
+        packed_logps, _ = model(p["input_ids"], None, p["completion_mask"], position_ids=p["position_ids"])
+    assert packed_logps.sum().item() == pytest.approx(sep.sum().item(), abs=1e-3)
 
 
 def test_completion_logps_equals_full_logits(tok):

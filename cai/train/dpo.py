@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -48,7 +49,9 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
 
     # 3. reference log-probs, once, cached on disk: (N,) for train then eval examples
     examples = prep.train + prep.eval
+    t_ref = time.perf_counter()
     ref_c, ref_r = reference_logps(acc, cfg, module, model_path, examples)
+    t_ref = time.perf_counter() - t_ref
     ref_c, ref_r = ref_c.to(acc.device), ref_r.to(acc.device)
     n_train = len(prep.train)
 
@@ -106,8 +109,10 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
     if acc.is_main_process:
         write_card(out_dir, "dpo", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps})
+                   {"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps,
+                    "reference_logps_seconds": round(t_ref, 2)})
         common.plot_metrics(out_dir, METRIC_KEYS, f"DPO ({cfg.loss_type}, β={cfg.beta})")
+        (out_dir / "timings.json").write_text(json.dumps({"reference_logps_s": t_ref}) + "\n")
     acc.wait_for_everyone()
     return out_dir
 

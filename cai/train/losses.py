@@ -49,7 +49,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def sft_token_nll(token_logp: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of each supervised token: −log p(y_t | y_<t, x). (N,) -> (N,).
+    """Negative log-likelihood −log p(y | x) of supervised tokens (or of their per-row sums). (N,) -> (N,).
 
     The trainer sums this over the assistant tokens of a global batch and divides by their count, so the
     loss is the token mean over the whole batch whatever the split into micro-batches and processes.

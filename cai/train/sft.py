@@ -106,9 +106,9 @@ def _nll(module, exs: list, pad_id: int, device) -> tuple[torch.Tensor, int]:
     """Summed NLL of the scored tokens of a micro-batch, and their count."""
     batch = data.collate_sft(exs, pad_id)
     batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
-    tok_logps, mask = module(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                             position_ids=batch.get("position_ids"), per_token=True)  # (N,)
-    return losses.sft_token_nll(tok_logps).sum(), int(mask.sum())
+    logps, n_tok = module(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                          position_ids=batch.get("position_ids"))  # (b,), (b,)
+    return losses.sft_token_nll(logps).sum(), int(n_tok.sum())
 
 
 @torch.no_grad()

@@ -1,0 +1,186 @@
+"""cai vs TRL 1.16 training throughput on SmolLM2-135M (fp32, CPU unless CUDA is present).
+
+Both sides get the same 64 preference pairs, batches of 8 pairs, the same max length, precision and step
+count. Each measurement runs in its own subprocess so that its peak RSS is its own. Throughput is
+tokens (chosen + rejected, prompt included, no padding) per second of optimizer steps, the first step
+excluded as warm-up. cai's DPO computes reference log-probs once before training; that one-off cost is
+printed separately, and also amortised over one epoch (8 steps) for an end-to-end comparison.
+
+    python bench/train.py [--steps 3] [--max-length 512] [--only dpo|rm]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+N_PAIRS, BATCH = 64, 8
+
+
+def make_pairs(out: Path, seed: int = 0) -> Path:
+    """64 pairs with varied lengths (~100-250 tokens per sequence, like the issue's 2.4k tokens / 8 pairs)."""
+    from cai.train.fixtures import BAD, GOOD, TOPICS, _write
+    rng = random.Random(seed)
+    rows = []
+    for i in range(N_PAIRS):
+        t = TOPICS[i % len(TOPICS)]
+        q = f"Question {i}: can you tell me about {t}? " + "Please explain the background and the details. " * rng.randint(0, 6)
+        good = " ".join(rng.choice(GOOD).format(t=t, T=t.capitalize()) for _ in range(rng.randint(2, 7)))
+        bad = " ".join(rng.choice(BAD).format(t=t, T=t.capitalize()) for _ in range(rng.randint(1, 6)))
+        rows.append({"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": good}],
+                     "rejected": [{"role": "assistant", "content": bad}], "p_chosen": 1.0})
+    return _write(out, "prefs", rows, {"bench": True})
+
+
+def _rows(data: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+    return pq.read_table(data / "prefs" / "train-00000-of-00001.parquet").to_pylist()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- workers (one per subprocess) ---------------------------------------------------------------------
+
+
+def worker_trl(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    import trl
+    tok = AutoTokenizer.from_pretrained(model)
+    ds = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in _rows(data)])
+    common = dict(output_dir=str(tmp / f"trl-{kind}"), per_device_train_batch_size=BATCH, max_steps=steps,
+                  max_length=max_length, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
+                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0)
+    if kind == "dpo":
+        args = trl.DPOConfig(beta=0.1, **common)
+        trainer = trl.DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), args=args,
+                                 train_dataset=ds, processing_class=tok)
+    else:
+        args = trl.RewardConfig(**common)
+        m = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
+        m.config.pad_token_id = tok.pad_token_id
+        trainer = trl.RewardTrainer(model=m, args=args, train_dataset=ds, processing_class=tok)
+    times, tokens = [], []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0, self.tok0 = time.perf_counter(), trainer._total_train_tokens
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t0)
+            tokens.append(trainer._total_train_tokens - self.tok0)
+
+    trainer.add_callback(Timer())
+    trainer.train()
+    return {"step_s": times, "tokens": tokens, "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_cai(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path, micro: int) -> dict:
+    from cai.train import DataConfig, DPOConfig, RMConfig, RunConfig
+    from cai.train.common import read_metrics
+    run = RunConfig(output_dir=str(tmp / f"cai-{kind}"), batch_size=BATCH, micro_batch_size=micro, max_steps=steps,
+                    save_every=0, progress=False)
+    d = DataConfig(path=str(data), eval_fraction=0.0, max_length=max_length)
+    if kind == "dpo":
+        from cai.train.dpo import train
+        out = train(DPOConfig(model=model, data=d, run=run, ref_cache_dir=str(tmp / "ref-cache")))
+    else:
+        from cai.train.rm import train
+        out = train(RMConfig(model=model, data=d, run=run))
+    recs = [r for r in read_metrics(out / "metrics.jsonl") if "step_time_s" in r]
+    res = {"step_s": [r["step_time_s"] for r in recs], "tokens": [r["tokens"] for r in recs],
+           "peak_rss_mb": _peak_rss_mb()}
+    if kind == "dpo":
+        res["reference_logps_s"] = json.loads((out / "timings.json").read_text())["reference_logps_s"]
+    return res
+
+
+# ---- driver -------------------------------------------------------------------------------------------
+
+
+def tokens_per_s(res: dict) -> float:
+    s, t = res["step_s"][1:] or res["step_s"], res["tokens"][1:] or res["tokens"]  # first step = warm-up
+    return sum(t) / sum(s)
+
+
+def run_worker(args, which: str, kind: str, data: Path, tmp: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", which, "--kind", kind, "--data", str(data), "--tmp", str(tmp),
+           "--steps", str(args.steps), "--max-length", str(args.max_length), "--model", args.model,
+           "--micro", str(args.micro), "--threads", str(args.threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if r.returncode != 0:
+        sys.exit(f"{which} {kind} failed:\n{r.stderr[-3000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.perf_counter() - t0
+    if args.verbose:
+        print(f"  {which} {kind}: {json.dumps(res)}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--micro", type=int, default=8, help="cai micro-batch (pairs); the global batch stays 8")
+    ap.add_argument("--only", choices=["dpo", "rm"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (oversubscribed "
+                    "OpenMP threads on a shared machine make timings 10x noisier; 1 is the stable choice)")
+    ap.add_argument("--verbose", action="store_true", help="print each worker's raw timings")
+    ap.add_argument("--worker", choices=["cai", "trl"])
+    ap.add_argument("--kind", choices=["dpo", "rm"])
+    ap.add_argument("--data")
+    ap.add_argument("--tmp")
+    args = ap.parse_args()
+    if args.worker:
+        import torch
+        torch.set_num_threads(args.threads)
+        from cai.models import resolve_model
+        model = str(resolve_model(args.model))
+        fn = worker_trl if args.worker == "trl" else worker_cai
+        extra = {} if args.worker == "trl" else {"micro": args.micro}
+        res = fn(args.kind, model, Path(args.data), args.steps, args.max_length, Path(args.tmp), **extra)
+        print(json.dumps(res))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="cai-bench-train-"))
+    data = make_pairs(tmp / "pairs")
+    print(f"# SmolLM2-135M fp32, {N_PAIRS} pairs, batch {BATCH} pairs, max_length {args.max_length}, "
+          f"{args.steps} steps (first excluded), {args.threads} torch thread(s) each, {os.cpu_count()} cpus", flush=True)
+    for kind in ("dpo", "rm"):
+        if args.only and kind != args.only:
+            continue
+        trl_res = run_worker(args, "trl", kind, data, tmp)
+        cai_res = run_worker(args, "cai", kind, data, tmp)
+        t_trl, t_cai = tokens_per_s(trl_res), tokens_per_s(cai_res)
+        print(f"{kind}: trl {t_trl:.1f} tok/s ({sum(trl_res['step_s'][1:]) / max(1, len(trl_res['step_s']) - 1):.1f} s/step, "
+              f"peak RSS {trl_res['peak_rss_mb']:.0f} MB); cai {t_cai:.1f} tok/s "
+              f"({sum(cai_res['step_s'][1:]) / max(1, len(cai_res['step_s']) - 1):.1f} s/step, "
+              f"peak RSS {cai_res['peak_rss_mb']:.0f} MB)", flush=True)
+        print(f"{kind}_tokens_per_s_ratio_vs_trl={t_cai / t_trl:.2f}")
+        print(f"{kind}_peak_rss_mb_trl={trl_res['peak_rss_mb']:.0f}")
+        print(f"{kind}_peak_rss_mb_cai={cai_res['peak_rss_mb']:.0f}")
+        if kind == "dpo":
+            # one epoch = 8 steps: cai pays the reference pass once, TRL a reference forward every step
+            ep_tokens = sum(cai_res["tokens"]) / len(cai_res["tokens"]) * (N_PAIRS // BATCH)
+            cai_epoch = cai_res["reference_logps_s"] + ep_tokens / t_cai
+            trl_epoch = ep_tokens / t_trl
+            print(f"dpo: cai reference log-probs (once, {N_PAIRS} pairs): {cai_res['reference_logps_s']:.1f} s")
+            print(f"dpo_epoch_time_ratio_vs_trl_incl_reference={trl_epoch / cai_epoch:.2f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
