@@ -169,7 +169,7 @@ def vllm_server(request, tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(vllm_server, tiny_model):
     if vllm_server is None:
-        pytest.skip("vllm is not installed")
+        pytest.fail("vllm is not installed: run scripts/setup.sh (the suite needs it)")
     engine = OpenAIEngine(str(tiny_model), base_urls=[vllm_server.wait_ready()], max_concurrency=4)
     yield engine
     engine.close()
