@@ -78,8 +78,8 @@ def main() -> None:
     engine = make_engine("vllm", a.model)
     raw_generate(engine, 4, 8)  # warm-up: first-call compilation and allocation stay out of the timings
     raw = raw_generate(engine, a.prompts, a.max_tokens)
+    print(f"raw_vllm: {raw}", flush=True)
     pipe = pipeline("vllm", a.model, a.prompts, a.rounds, a.max_tokens, engine=engine)
-    print(f"raw_vllm: {raw}")
     print(f"vllm_pipeline: {pipe}")
     print(f"ratio_vs_raw_vllm={pipe['tok_s'] / raw['tok_s']:.3f}", flush=True)
     if a.hf_prompts:
