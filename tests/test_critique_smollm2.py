@@ -1,0 +1,28 @@
+"""`cai critique` end to end on real SmolLM2-135M with vLLM (a subprocess: the test session's in-process vLLM
+engine holds the tiny model). 4 prompts, 1 round, 48 tokens a step."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cai
+
+from cai.data.layout import read_config, read_manifest
+
+
+@pytest.mark.integration
+def test_smollm2_vllm_critique_end_to_end(smollm2_dir, tmp_path):
+    out, cache = tmp_path / "out", str(tmp_path / "cache.sqlite")
+    args = ["critique", "--model", "smollm2-135m", "--engine", "vllm", "--limit", "4", "--rounds", "1",
+            "--max-tokens", "48", "--filters", "empty,scaffold,unchanged", "--out", str(out), "--cache", cache]
+    r = run_cai(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(out)
+    assert m["conversations"] == 4 and m["errors"] == 0 and m["engine_requests"] == 4 * 3
+    assert m["kept"] + sum(m["filtered"].values()) == 4 and m["provenance"]["model_id"] == "smollm2-135m"
+    trace = read_config(out, "trace")
+    assert all(t["critique"].strip() and t["revision"] is not None for t in trace)  # a real model writes text
+    assert len(read_config(out, "prefs")) == m["kept"]
+    # the same command, dry: nothing left to do
+    d = run_cai(*args, "--dry-run")
+    assert d.returncode == 0 and json.loads(d.stdout.splitlines()[-1])["regenerate"] == 0
