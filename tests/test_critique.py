@@ -17,7 +17,7 @@ from cai.data.layout import read_config, read_manifest
 from cai.data.store import RequestCache
 from cai.engine.base import Engine, Result, SamplingParams
 from cai.engine.cached import CachedEngine
-from cai.errors import InputError, PartialRunError
+from cai.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = str(REPO / "data" / "red_team.jsonl")
@@ -101,7 +101,7 @@ def test_incremental_edit_regenerates_only_what_the_principle_touched(vllm_engin
     assert c2.critique(edited).hash != c.critique(edited).hash
     assert [p.hash for p in c2.critiques if p.id != edited] == [p.hash for p in c.critiques if p.id != edited]
 
-    common = dict(prompts=PROMPTS, limit=n, constitution=str(yaml_path), config=cfg(rounds))
+    common = {"prompts": PROMPTS, "limit": n, "constitution": str(yaml_path), "config": cfg(rounds)}
     p = plan(**common, out=tmp_path / "b", engine=cached(vllm_engine, cache_path))
     assert (p["regenerate"], p["requests"], p["cached"]) == (len(touched), expected, n - len(touched))
 

@@ -11,7 +11,7 @@ answer against sampled constitution principles for N rounds; the result is SFT d
 from cai.critique.cli import register
 from cai.critique.config import FILTERS, CritiqueConfig
 
-__all__ = ["critique", "plan", "CritiqueConfig", "FILTERS", "register"]
+__all__ = ["FILTERS", "CritiqueConfig", "critique", "plan", "register"]
 
 
 def __getattr__(name):  # the driver imports the constitution and templates: only when used, not by the CLI

@@ -60,8 +60,8 @@ def config_from_args(args):
 def _cmd(args) -> int:
     from cai.critique.run import critique, plan
     cfg = config_from_args(args)
-    common = dict(prompts=args.prompts, out=args.out, constitution=args.constitution, config=cfg,
-                  column=args.column, limit=args.limit, engine_args=args)
+    common = {"prompts": args.prompts, "out": args.out, "constitution": args.constitution, "config": cfg,
+              "column": args.column, "limit": args.limit, "engine_args": args}
     if args.dry_run:
         p = plan(**common)
         print(f"{p['regenerate']} of {p['conversations']} conversations would be regenerated "

@@ -6,8 +6,9 @@ Imports no torch, so that the CLI registers cheaply.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from cai.engine.base import SamplingParams
 from cai.errors import InputError

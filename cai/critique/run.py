@@ -187,6 +187,7 @@ class _TokenizerOnly:
 
     def __init__(self, model: str, max_model_len: int):
         from transformers import AutoTokenizer
+
         from cai.models import model_hash, resolve_model
         path = resolve_model(model)
         self.model_id, self.model_hash, self.max_model_len = str(model), model_hash(path), max_model_len
