@@ -51,16 +51,22 @@ def _peak_rss_mb() -> float:
 # ---- workers (one per subprocess) ---------------------------------------------------------------------
 
 
-def worker_trl(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path) -> dict:
+def worker_trl(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path, gc: bool) -> dict:
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     import trl
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
     tok = AutoTokenizer.from_pretrained(model)
     ds = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in _rows(data)])
-    common = dict(output_dir=str(tmp / f"trl-{kind}"), per_device_train_batch_size=BATCH, max_steps=steps,
-                  max_length=max_length, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
-                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0)
+    common = {"output_dir": str(tmp / f"trl-{kind}"), "per_device_train_batch_size": BATCH, "max_steps": steps,
+              "max_length": max_length, "bf16": False, "report_to": [], "save_strategy": "no", "logging_steps": 1,
+              "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0, "seed": 0,
+              "gradient_checkpointing": gc}
     if kind == "dpo":
         args = trl.DPOConfig(beta=0.1, **common)
         trainer = trl.DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), args=args,
@@ -85,11 +91,12 @@ def worker_trl(kind: str, model: str, data: Path, steps: int, max_length: int, t
     return {"step_s": times, "tokens": tokens, "peak_rss_mb": _peak_rss_mb()}
 
 
-def worker_cai(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path, micro: int) -> dict:
+def worker_cai(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path, gc: bool,
+               micro: int) -> dict:
     from cai.train import DataConfig, DPOConfig, RMConfig, RunConfig
     from cai.train.common import read_metrics
     run = RunConfig(output_dir=str(tmp / f"cai-{kind}"), batch_size=BATCH, micro_batch_size=micro, max_steps=steps,
-                    save_every=0, progress=False)
+                    save_every=0, progress=False, gradient_checkpointing=gc)
     d = DataConfig(path=str(data), eval_fraction=0.0, max_length=max_length)
     if kind == "dpo":
         from cai.train.dpo import train
@@ -113,10 +120,17 @@ def tokens_per_s(res: dict) -> float:
     return sum(t) / sum(s)
 
 
+def _gc(args, which: str) -> str:
+    """Gradient checkpointing of one side: each library's default (TRL on, cai off) or the same for both."""
+    if args.gradient_checkpointing == "defaults":
+        return "on" if which == "trl" else "off"
+    return args.gradient_checkpointing
+
+
 def run_worker(args, which: str, kind: str, data: Path, tmp: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--kind", kind, "--data", str(data), "--tmp", str(tmp),
            "--steps", str(args.steps), "--max-length", str(args.max_length), "--model", args.model,
-           "--micro", str(args.micro), "--threads", str(args.threads)]
+           "--micro", str(args.micro), "--threads", str(args.threads), "--gc", _gc(args, which)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -139,6 +153,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (oversubscribed "
                     "OpenMP threads on a shared machine make timings 10x noisier; 1 is the stable choice)")
     ap.add_argument("--verbose", action="store_true", help="print each worker's raw timings")
+    ap.add_argument("--gradient-checkpointing", choices=["defaults", "on", "off"], default="defaults",
+                    help="defaults: each library's own (TRL 1.16 turns it on, cai off); on/off: the same for both")
+    ap.add_argument("--gc", choices=["on", "off"], help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["cai", "trl"])
     ap.add_argument("--kind", choices=["dpo", "rm"])
     ap.add_argument("--data")
@@ -151,14 +168,16 @@ def main() -> None:
         model = str(resolve_model(args.model))
         fn = worker_trl if args.worker == "trl" else worker_cai
         extra = {} if args.worker == "trl" else {"micro": args.micro}
-        res = fn(args.kind, model, Path(args.data), args.steps, args.max_length, Path(args.tmp), **extra)
+        res = fn(args.kind, model, Path(args.data), args.steps, args.max_length, Path(args.tmp), args.gc == "on",
+                 **extra)
         print(json.dumps(res))
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="cai-bench-train-"))
     data = make_pairs(tmp / "pairs")
     print(f"# SmolLM2-135M fp32, {N_PAIRS} pairs, batch {BATCH} pairs, max_length {args.max_length}, "
-          f"{args.steps} steps (first excluded), {args.threads} torch thread(s) each, {os.cpu_count()} cpus", flush=True)
+          f"{args.steps} steps (first excluded), {args.threads} torch thread(s) each, {os.cpu_count()} cpus, "
+          f"gradient checkpointing: trl {_gc(args, 'trl')}, cai {_gc(args, 'cai')}", flush=True)
     for kind in ("dpo", "rm"):
         if args.only and kind != args.only:
             continue

@@ -28,7 +28,7 @@ def tok(tiny):
 
 
 def cai(*args, **kw):
-    return subprocess.run([PY, "-m", "cai.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([PY, "-m", "cai.cli", *args], capture_output=True, text=True, check=False, **kw)
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -230,3 +230,9 @@ def test_dpo_lora_reference_is_the_base_and_merge_exports(tiny, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tiny)
     diff = (merged.model.layers[0].self_attn.q_proj.weight - base.model.layers[0].self_attn.q_proj.weight).abs().max()
     assert diff > 0
+    # `cai train merge` rebuilds the same merged model from the adapter alone
+    r = cai("train", "merge", str(out / "adapter"), "--out", str(tmp_path / "merged"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert (again.model.layers[0].self_attn.q_proj.weight - merged.model.layers[0].self_attn.q_proj.weight).abs().max() < 1e-6
+    assert (tmp_path / "merged" / "tokenizer_config.json").is_file()

@@ -1,4 +1,4 @@
-"""`cai train sft|rm|dpo --config FILE.yaml [key.sub=value ...] [--resume]`.
+"""`cai train sft|rm|dpo --config FILE.yaml [key.sub=value ...] [--resume]` and `cai train merge ADAPTER --out DIR`.
 
 Registration imports no torch; the handler loads the config (errors name file:line:col and the field)
 and runs the stage's `train`. Under `accelerate launch` every process runs the same command.
@@ -25,6 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
         s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         s.set_defaults(func=_handler(stage))
+    m = tsub.add_parser("merge", help="merge a LoRA adapter directory into its base and save a plain HF model")
+    m.add_argument("adapter", help="adapter directory (e.g. runs/dpo/adapter)")
+    m.add_argument("--out", required=True, help="output directory for the merged model and tokenizer")
+    m.set_defaults(func=_merge)
+
+
+def _merge(args) -> int:
+    from pathlib import Path
+
+    from cai.errors import InputError
+    if not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise InputError("not a LoRA adapter directory (no adapter_config.json)", file=args.adapter, field="adapter")
+    from cai.train.lora import merge_adapter
+    print(merge_adapter(args.adapter, args.out))
+    return 0
 
 
 def _handler(stage: str):

@@ -149,9 +149,9 @@ class CompletionLogps(nn.Module):
         for g in groups:
             rows = torch.tensor(g, device=input_ids.device)
             width = int(attention_mask[rows].sum(-1).max()) if attention_mask is not None else input_ids.size(1)
-            sub = lambda t: None if t is None else t[rows, :width]  # noqa: E731
-            sums = sums.index_copy(0, rows, self._group(sub(input_ids), sub(attention_mask), sub(completion_mask),
-                                                        sub(position_ids)))
+            parts = [None if t is None else t[rows, :width]
+                     for t in (input_ids, attention_mask, completion_mask, position_ids)]
+            sums = sums.index_copy(0, rows, self._group(*parts))
         return sums, counts
 
     def _group(self, input_ids, attention_mask, completion_mask, position_ids) -> torch.Tensor:
@@ -274,6 +274,16 @@ class Checkpoints:
         return json.loads((ckpt / "state.json").read_text())
 
 
+def report_data(acc, stage: str, prep) -> None:
+    """One line on stderr: rows used, and how many were truncated or dropped at max_length (as in TRL)."""
+    if acc.is_main_process:
+        import sys
+        c = prep.counts
+        print(f"cai train {stage}: {len(prep.train)} training and {len(prep.eval)} held-out examples; "
+              f"{c.truncated} of {c.rows} training rows over max_length (truncated or dropped as in TRL), "
+              f"{c.dropped} dropped", file=sys.stderr)
+
+
 def check_resume(output_dir: str | Path, resume: bool) -> None:
     """Fail fast, before loading anything, when --resume has no checkpoint to continue from."""
     root = Path(output_dir) / "checkpoints"
@@ -299,7 +309,7 @@ class Metrics:
             keep = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= start]
             self.path.write_text("".join(ln + "\n" for ln in keep))
-        self.fh = open(self.path, "a")
+        self.fh = open(self.path, "a")  # noqa: SIM115 - held for the run, closed in close()
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))

@@ -49,6 +49,7 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path, "SEQ_CLS")
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
+    common.report_data(acc, "rm", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
 
     # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)

@@ -32,6 +32,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("messages",),
                         lambda row, counts: data.tokenize_sft(tok, row["messages"], cfg.data.max_length, counts))
+    common.report_data(acc, "sft", prep)
     train_ex = data.pack_sft(prep.train, cfg.data.max_length) if cfg.packing else prep.train
     n_targets = [sum(e.labels_mask[1:]) for e in train_ex]  # scored tokens per example
 
