@@ -12,14 +12,15 @@ STAGE_TITLES = {"sft": "supervised fine-tuning", "rm": "Bradley-Terry reward mod
 
 
 def write_card(output_dir: str | Path, stage: str, config: dict, base_model: str, provenance: dict,
-               counts: dict, final: dict, extra: dict | None = None) -> Path:
+               counts: dict, final: dict, extra: dict | None = None, base_hash: str | None = None) -> Path:
     out = Path(output_dir) / "README.md"
     header = {"base_model": base_model, "library_name": "transformers",
               "tags": ["cai", stage, "constitutional-ai"],
               "pipeline_tag": "text-classification" if stage == "rm" else "text-generation"}
     lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
              f"# {Path(output_dir).name}: {STAGE_TITLES[stage]} with cai", "",
-             f"Trained by `cai train {stage}` from `{base_model}`.", "",
+             f"Trained by `cai train {stage}` from `{base_model}`"
+             + (f" (weights sha256 `{base_hash}`)." if base_hash else "."), "",
              "## Final metrics", "", "```json", json.dumps(final, indent=2, default=str), "```", ""]
     if extra:
         lines += ["## Notes", "", "```json", json.dumps(extra, indent=2, default=str), "```", ""]

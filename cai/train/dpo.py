@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import DPOConfig, config_error
@@ -111,7 +112,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     if acc.is_main_process:
         write_card(out_dir, "dpo", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
                    {"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps,
-                    "reference_logps_seconds": round(t_ref, 2)})
+                    "reference_logps_seconds": round(t_ref, 2)}, base_hash=_model_hash(model_path))
         common.plot_metrics(out_dir, METRIC_KEYS, f"DPO ({cfg.loss_type}, β={cfg.beta})")
         (out_dir / "timings.json").write_text(json.dumps({"reference_logps_s": t_ref}) + "\n")
     acc.wait_for_everyone()

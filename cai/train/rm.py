@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import RMConfig
@@ -120,7 +121,7 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
         (out_dir / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
         (out_dir / "reward_normalization.json").write_text(json.dumps(norm, indent=2) + "\n")
         write_card(out_dir, "rm", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"reward_normalization": norm, "soft_labels_used": soft, "steps": steps})
+                   {"reward_normalization": norm, "soft_labels_used": soft, "steps": steps}, base_hash=_model_hash(model_path))
         common.plot_metrics(out_dir, METRIC_KEYS, "Reward model")
     acc.wait_for_everyone()
     return out_dir
