@@ -8,8 +8,7 @@ max_length) matches TRL's token for token.
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-import trl  # noqa: E402  (a dev dependency: the reference for our numbers)
+import trl
 
 from cai.testing import make_tiny_model
 from cai.train import common, data, losses
