@@ -25,6 +25,7 @@ VLLM_SCRIPT = textwrap.dedent("""
 @pytest.mark.vllm
 def test_sft_output_loads_in_vllm(tmp_path):
     import vllm  # noqa: F401 - a missing vllm fails the test rather than skipping it
+
     from cai.train.sft import train
     out = train(SFTConfig(model=str(make_tiny_model()), data=DataConfig(path=str(make_sft_dataset(tmp_path / "d", 8)),
                                                                        eval_fraction=0),
