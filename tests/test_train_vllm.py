@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from cai.testing import make_tiny_model
-from cai.train import DataConfig, DPOConfig, OptimConfig, RMConfig, RunConfig, SFTConfig
+from cai.train import DataConfig, DPOConfig, LoraConfig, OptimConfig, RMConfig, RunConfig, SFTConfig
 from cai.train.fixtures import make_prefs_dataset, make_sft_dataset
 
 VLLM_SCRIPT = textwrap.dedent("""
@@ -44,14 +44,15 @@ def test_sft_rm_dpo_on_smollm2(tmp_path):
     base = str(resolve_model("smollm2-135m"))
     run = {"max_steps": 1, "batch_size": 2, "micro_batch_size": 2, "progress": False, "save_every": 0}
     data = {"max_length": 160, "eval_fraction": 0}
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])  # LoRA keeps 135M-parameter AdamW steps cheap
     sft = train_sft(SFTConfig(model=base, data=DataConfig(path=str(make_sft_dataset(tmp_path / "s", 4)), **data),
-                              run=RunConfig(output_dir=str(tmp_path / "sft"), **run)))
+                              run=RunConfig(output_dir=str(tmp_path / "sft"), **run), lora=lora))
     prefs = make_prefs_dataset(tmp_path / "p", 4)
     rm = train_rm(RMConfig(model=str(sft), data=DataConfig(path=str(prefs), **data),
-                           run=RunConfig(output_dir=str(tmp_path / "rm"), **run)))
+                           run=RunConfig(output_dir=str(tmp_path / "rm"), **run), lora=lora))
     dpo = train_dpo(DPOConfig(model=str(sft), data=DataConfig(path=str(prefs), **data),
                               run=RunConfig(output_dir=str(tmp_path / "dpo"), **run), optim=OptimConfig(lr=1e-6),
-                              ref_cache_dir=str(tmp_path / "ref")))
+                              lora=lora, ref_cache_dir=str(tmp_path / "ref")))
     assert json.loads((rm / "reward_normalization.json").read_text())["n"] == 8
     first = json.loads((dpo / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(0.693147, abs=1e-4) and first["logps/chosen"] < 0
