@@ -3,7 +3,8 @@
 Both sides get the same 64 preference pairs, batches of 8 pairs, the same max length, precision and step
 count. Each measurement runs in its own subprocess so that its peak RSS is its own. Throughput is
 tokens (chosen + rejected, prompt included, no padding) per second of optimizer steps, the first step
-excluded as warm-up. cai's DPO computes reference log-probs once before training; that one-off cost is
+excluded as warm-up. TRL runs in fp32 (its CPU default is bf16 autocast) and both sides use the same
+gradient-checkpointing setting (off by default; TRL's own default is on). cai's DPO computes reference log-probs once before training; that one-off cost is
 printed separately, and also amortised over one epoch (8 steps) for an end-to-end comparison.
 
     python bench/train.py [--steps 3] [--max-length 512] [--only dpo|rm]
@@ -153,8 +154,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (oversubscribed "
                     "OpenMP threads on a shared machine make timings 10x noisier; 1 is the stable choice)")
     ap.add_argument("--verbose", action="store_true", help="print each worker's raw timings")
-    ap.add_argument("--gradient-checkpointing", choices=["defaults", "on", "off"], default="defaults",
-                    help="defaults: each library's own (TRL 1.16 turns it on, cai off); on/off: the same for both")
+    ap.add_argument("--gradient-checkpointing", choices=["defaults", "on", "off"], default="off",
+                    help="on/off: the same for both (default off: like for like); defaults: each library's own "
+                    "(TRL 1.16 turns it on, which makes TRL slower and leaner, cai off)")
     ap.add_argument("--gc", choices=["on", "off"], help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["cai", "trl"])
     ap.add_argument("--kind", choices=["dpo", "rm"])
