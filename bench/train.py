@@ -4,7 +4,8 @@ Both sides get the same 64 preference pairs, batches of 8 pairs, the same max le
 count. Each measurement runs in its own subprocess so that its peak RSS is its own. Throughput is
 tokens (chosen + rejected, prompt included, no padding) per second of optimizer steps, the first step
 excluded as warm-up. TRL runs in fp32 (its CPU default is bf16 autocast) and both sides use the same
-gradient-checkpointing setting (off by default; TRL's own default is on). cai's DPO computes reference log-probs once before training; that one-off cost is
+gradient-checkpointing setting (off by default; TRL's own default is on). cai's DPO computes reference
+log-probs once before training; that one-off cost is
 printed separately, and also amortised over one epoch (8 steps) for an end-to-end comparison.
 
     python bench/train.py [--steps 3] [--max-length 512] [--only dpo|rm]

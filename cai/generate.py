@@ -44,33 +44,16 @@ def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: in
     from cai.data.layout import write_dataset
     from cai.data.sources import as_messages, load_prompts
     from cai.data.store import RunDir
-    from cai.stage import Progress, engine_from_args, print_summary, provenance
+    from cai.stage import answer_prompts, engine_from_args, print_summary, provenance
 
     rows = load_prompts(prompts, column=column, limit=limit)
     engine = engine or engine_from_args(engine_args, seed=seed)
     run = RunDir(out, {"stage": "generate", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
                        "model_hash": engine.model_hash, "params": params.to_dict(), "seed": seed, "system": system},
                  overwrite=overwrite)
-    log = run.log("responses")
-    done = log.load()
-    todo = [r for r in rows if r["id"] not in done]
-    bar = Progress(len(rows), "generate", engine, initial=len(rows) - len(todo))
     t0 = time.perf_counter()
-    by_id = {r["id"]: r for r in todo}
-    for r in todo:  # one continuous batch; per-prompt seeds keep samples independent of batching
-        engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], system)),
-                      params.replace(seed=_seed(seed, r["id"])))
-    while engine.has_unfinished():
-        for rid, res in engine.poll():
-            r = by_id[rid]
-            rec = {"key": rid, "id": rid, "prompt": r["prompt"], "error": res.error,
-                   "responses": [c.text for c in res.outputs], "finish_reasons": [c.finish_reason for c in res.outputs],
-                   "tokens": [len(c.token_ids) for c in res.outputs]}
-            log.append(rec)
-            done[rid] = rec
-            bar.update()
-    bar.close()
-    log.close()
+    done = answer_prompts(engine, run, rows, params, seed=seed, system=system, log_name="responses",
+                          desc="generate")
     prov = provenance(engine, seed=seed, sampling=params.to_dict())
     table = []
     for r in rows:
@@ -95,7 +78,3 @@ def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: in
         raise PartialRunError(f"{errors} of {len(table)} requests failed; they are recorded in {out}")
     return manifest
 
-
-def _seed(seed: int, key: str) -> int:
-    import hashlib
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")

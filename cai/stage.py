@@ -112,8 +112,30 @@ def print_summary(title: str, rows: list[tuple[str, Any]]) -> None:
         print(f"  {k.ljust(width)}  {v}", file=sys.stderr)
 
 
-def request_seed(seed: int, key: str) -> int:
-    """A per-request sampling seed from the run seed and a stable key, so a sample does not depend on
-    which batch (or which resumed run) it lands in."""
-    import hashlib
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
+def answer_prompts(engine, run, rows: list[dict[str, Any]], params, *, seed: int, system: str | None,
+                   log_name: str, desc: str) -> dict[str, dict[str, Any]]:
+    """Answer every prompt not yet finished in the run's record log, as one continuous batch (n samples
+    each, per-prompt seeds); return all records `{id: {prompt, responses, finish_reasons, tokens, error}}`.
+    Prompts whose request failed are retried on a rerun."""
+    from cai.data.sources import as_messages
+
+    log = run.log(log_name)
+    done = {k: v for k, v in log.load().items() if not v.get("error")}
+    todo = [r for r in rows if r["id"] not in done]
+    bar = Progress(len(rows), desc, engine, initial=len(rows) - len(todo))
+    by_id = {r["id"]: r for r in todo}
+    for r in todo:
+        engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], system)),
+                      params.replace(seed=request_seed(seed, r["id"])))
+    while engine.has_unfinished():
+        for rid, res in engine.poll():
+            rec = {"key": rid, "id": rid, "prompt": by_id[rid]["prompt"], "error": res.error,
+                   "responses": [c.text for c in res.outputs],
+                   "finish_reasons": [c.finish_reason for c in res.outputs],
+                   "tokens": [len(c.token_ids) for c in res.outputs]}
+            log.append(rec)
+            done[rid] = rec
+            bar.update()
+    bar.close()
+    log.close()
+    return done

@@ -108,7 +108,7 @@ def test_dead_base_url_is_retried_elsewhere(tiny_model):
     assert "ConnectError" in r.error and "ConnectError" in s
 
 
-# ---- a real `vllm serve` (these run last: the server boots during the tests above) -------------------------------------------------------------------------
+# ---- a real `vllm serve` (these run last: the server boots during the tests above) ----
 
 class VLLMServer:
     """`vllm serve` in its own process group, started without waiting so that it boots while other tests run."""

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from cai.data.store import RequestCache
 from cai.engine import SamplingParams
 from cai.engine.cached import CachedEngine
-from cai.data.store import RequestCache
 from tests.conftest import REPO
 
 CONVS = [[{"role": "user", "content": f"Tell me a fact about the number {i}."}] for i in range(6)]

@@ -4,9 +4,15 @@ import math
 import pytest
 
 from cai.errors import InputError
-from cai.feedback import labels
 from cai.feedback.config import LabelConfig, SampleConfig
-from cai.feedback.labels import Preference, clamp, expected_score, option_probs, option_variants, score_distribution
+from cai.feedback.labels import (
+    Preference,
+    clamp,
+    expected_score,
+    option_probs,
+    option_variants,
+    score_distribution,
+)
 from cai.feedback.sample import make_pairs
 
 L = math.log

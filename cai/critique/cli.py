@@ -45,8 +45,10 @@ def config_from_args(args):
     from cai.errors import InputError
 
     def params(step: str) -> SamplingParams:
-        pick = lambda name: getattr(args, f"{step}_{name}") if getattr(args, f"{step}_{name}") is not None \
-            else getattr(args, name)
+        def pick(name: str):
+            own = getattr(args, f"{step}_{name}")
+            return own if own is not None else getattr(args, name)
+
         try:
             return SamplingParams(temperature=pick("temperature"), top_p=pick("top_p"), max_tokens=pick("max_tokens"))
         except ValueError as e:

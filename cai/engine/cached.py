@@ -7,7 +7,8 @@ successful results are stored. Failed results are never cached, so a rerun retri
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cai.data.store import RequestCache
 from cai.engine.base import Completion, Engine, Result, SamplingParams, request_key

@@ -7,7 +7,8 @@ greedy over the one-hot scores the processor returns.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -168,7 +169,7 @@ class HFEngine(Engine):
         out: list[Any] = [None] * len(seqs)
         for lo in range(0, len(seqs), self.batch_size):
             chunk = [(i, s) for i, s in list(enumerate(seqs))[lo: lo + self.batch_size]]
-            ok = [(i, s) for i, s in chunk if len(s) < self.max_model_len] 
+            ok = [(i, s) for i, s in chunk if len(s) < self.max_model_len]
             for i, s in chunk:
                 if len(s) >= self.max_model_len:
                     out[i] = f"ValueError: prompt has {len(s)} tokens; the model's context is {self.max_model_len}"
@@ -192,7 +193,7 @@ class HFEngine(Engine):
             if not ok:
                 continue
             logp, T = self._forward([p + c for _, p, c in ok])
-            for row, (i, p, c) in enumerate(ok):
+            for row, (i, _, c) in enumerate(ok):
                 start = T - len(c)  # continuation token j sits at T-len(c)+j, predicted from the step before
                 out[i] = [float(logp[row, start + j - 1, t]) for j, t in enumerate(c)]
         return out

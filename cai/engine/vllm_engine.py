@@ -8,7 +8,8 @@ Engine arguments pass through unchanged (`tensor_parallel_size`, `data_parallel_
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cai.engine.base import Completion, Engine, Result, SamplingParams
 from cai.models import model_hash, resolve_model

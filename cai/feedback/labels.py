@@ -9,9 +9,8 @@ them against numbers computed by hand.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
-
 
 # --- option tokens -------------------------------------------------------------------------------
 

@@ -32,31 +32,12 @@ def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int,
 
 def sample_core(engine, run, rows: list[dict[str, Any]], cfg: SampleConfig) -> dict[str, dict[str, Any]]:
     """Sample every prompt not yet in the run's `samples` log, in one continuous batch; return all records."""
-    from cai.data.sources import as_messages
     from cai.engine import SamplingParams
-    from cai.stage import Progress, request_seed
+    from cai.stage import answer_prompts
 
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, n=cfg.n)
-    log = run.log("samples")
-    done = {k: v for k, v in log.load().items() if not v.get("error")}  # failed prompts are retried
-    todo = [r for r in rows if r["id"] not in done]
-    bar = Progress(len(rows), "sample", engine, initial=len(rows) - len(todo))
-    by_id = {r["id"]: r for r in todo}
-    for r in todo:
-        engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], cfg.system)),
-                      params.replace(seed=request_seed(cfg.seed, r["id"])))
-    while engine.has_unfinished():
-        for rid, res in engine.poll():
-            rec = {"key": rid, "id": rid, "prompt": by_id[rid]["prompt"], "error": res.error,
-                   "responses": [c.text for c in res.outputs],
-                   "finish_reasons": [c.finish_reason for c in res.outputs],
-                   "tokens": [len(c.token_ids) for c in res.outputs]}
-            log.append(rec)
-            done[rid] = rec
-            bar.update()
-    bar.close()
-    log.close()
-    return done
+    return answer_prompts(engine, run, rows, params, seed=cfg.seed, system=cfg.system, log_name="samples",
+                          desc="sample")
 
 
 def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[list[dict], list[dict], dict]:

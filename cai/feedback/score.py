@@ -3,8 +3,9 @@ probability-weighted mean score, rescaled to [-1, 1]. PPO can call `score_respon
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from cai.errors import InputError
 from cai.feedback import labels

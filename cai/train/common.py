@@ -45,6 +45,12 @@ def reduce_sum(acc, value: torch.Tensor | float) -> torch.Tensor:
     return acc.reduce(t, reduction="sum") if acc.num_processes > 1 else t
 
 
+def accumulate(sums: dict, out: dict[str, torch.Tensor]) -> None:
+    """Add a micro-batch's per-pair metric tensors into running sums (float64, detached)."""
+    for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
+
+
 def total_steps(n_train: int, run) -> int:
     if n_train < run.batch_size:
         raise InputError(f"only {n_train} training rows for batch_size {run.batch_size}", field="run.batch_size")

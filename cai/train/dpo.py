@@ -86,7 +86,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
                                   tok.pad_token_id, acc.device)
                 # 7. sum over pairs / global batch; × world because DDP averages gradients over processes
                 acc.backward(out["loss"].sum() / B * world)
-            _accumulate(sums, out)
+            common.accumulate(sums, out)
         # 8. optimizer step
         gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
         # 9. metrics over the global batch
@@ -136,11 +136,6 @@ def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg
             "tokens": batch["attention_mask"].sum().float()}
 
 
-def _accumulate(sums: dict, out: dict) -> None:
-    for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
-
-
 def _finish(acc, sums: dict, n_pairs: int) -> dict:
     """Per-pair means over the global batch (tokens: total)."""
     out = {}
@@ -158,7 +153,7 @@ def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, l
     mine = list(range(acc.process_index, len(exs), acc.num_processes))
     for i in range(0, len(mine), cfg.run.micro_batch_size):
         mb = mine[i:i + cfg.run.micro_batch_size]
-        _accumulate(sums, pair_losses(module, [exs[j] for j in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
+        common.accumulate(sums, pair_losses(module, [exs[j] for j in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
                                       pad_id, acc.device))
     module.train()
     if not sums:  # this process had no held-out pairs

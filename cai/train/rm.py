@@ -87,7 +87,7 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
                 out = pair_losses(module, [prep.train[i] for i in mb], cfg, soft, tok.pad_token_id, acc.device)
                 # 6. mean over the global batch's pairs; × world because DDP averages gradients
                 acc.backward(out["loss"].sum() / B * world)
-            _accumulate(sums, out)
+            common.accumulate(sums, out)
         # 7. optimizer step and metrics
         gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
         last = _finish(acc, sums, B)
@@ -141,11 +141,6 @@ def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, devic
             "reward_sum": rc + rr, "reward_sq": rc ** 2 + rr ** 2, "tokens": batch["attention_mask"].sum().float()}
 
 
-def _accumulate(sums: dict, out: dict) -> None:
-    for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
-
-
 def _finish(acc, sums: dict, n_pairs: int) -> dict:
     tot = {k: common.reduce_sum(acc, v).item() for k, v in sums.items()}
     mean = tot["reward_sum"] / (2 * n_pairs)
@@ -161,7 +156,7 @@ def evaluate(acc, module, exs: list, cfg: RMConfig, soft: bool, pad_id: int) -> 
     sums: dict = {}
     mine = list(range(acc.process_index, len(exs), acc.num_processes))
     for i in range(0, len(mine), cfg.run.micro_batch_size):
-        _accumulate(sums, pair_losses(module, [exs[j] for j in mine[i:i + cfg.run.micro_batch_size]], cfg, soft,
+        common.accumulate(sums, pair_losses(module, [exs[j] for j in mine[i:i + cfg.run.micro_batch_size]], cfg, soft,
                                       pad_id, acc.device))
     module.train()
     if not sums:

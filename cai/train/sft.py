@@ -98,7 +98,8 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
     out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
     if acc.is_main_process:
         write_card(out_dir, "sft", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"steps": steps, "packing": cfg.packing, "rows_per_step": cfg.run.batch_size}, base_hash=_model_hash(model_path))
+                   {"steps": steps, "packing": cfg.packing, "rows_per_step": cfg.run.batch_size},
+                   base_hash=_model_hash(model_path))
         common.plot_metrics(out_dir, METRIC_KEYS, "SFT")
     acc.wait_for_everyone()
     return out_dir
