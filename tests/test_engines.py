@@ -133,3 +133,11 @@ def test_vllm_hf_parity_on_smollm2(smollm2_dir):
     assert identical == 16
     diff = max(abs(x - y) for a, b in zip(v, h) for x, y in zip(a["lps"], b.outputs[0].logprobs))
     assert diff <= 1e-3 and not math.isnan(diff)
+
+
+def test_seeded_batch_larger_than_one_prefill_step(vllm_engine):
+    """More seeded prompt tokens than one scheduler step takes: vLLM's CPU runner used to crash here
+    (chunked prefill rewinds the per-request generator, which CPU generators cannot do)."""
+    convs = [[{"role": "user", "content": f"Tell me a long story about topic {i}. " * 60}] for i in range(24)]
+    res = vllm_engine.chat(convs, [SamplingParams(temperature=0.7, max_tokens=4, seed=i) for i in range(24)])
+    assert all(r.ok for r in res) and sum(r.prompt_tokens for r in res) > 8192

@@ -36,6 +36,11 @@ class VLLMEngine(Engine):
         if gpu_memory_utilization is None:
             # On CPU this is the fraction of RAM reserved for the KV cache; vLLM's default (0.9) fails.
             gpu_memory_utilization = 0.9 if on_gpu else float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3"))
+        if not on_gpu:
+            # vLLM's CPU runner crashes on seeded requests whose prefill is chunked (it rewinds the
+            # request's torch.Generator offset, which CPU generators do not have), so prefill whole prompts.
+            engine_args.setdefault("enable_chunked_prefill", False)
+            engine_args.setdefault("max_num_batched_tokens", max(max_model_len or 8192, 8192))
         import vllm
 
         path = resolve_model(model)
