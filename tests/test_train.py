@@ -236,3 +236,16 @@ def test_dpo_lora_reference_is_the_base_and_merge_exports(tiny, tmp_path):
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert (again.model.layers[0].self_attn.q_proj.weight - merged.model.layers[0].self_attn.q_proj.weight).abs().max() < 1e-6
     assert (tmp_path / "merged" / "tokenizer_config.json").is_file()
+
+
+def test_accelerator_does_not_inherit_another_trainers_bf16(monkeypatch):
+    """TRL 1.16 leaves a process-wide bf16 AcceleratorState on CPU; cai's trainers must stay fp32."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from cai.train import common
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    AcceleratorState._reset_state()
+    assert Accelerator(mixed_precision="bf16").mixed_precision == "bf16"
+    assert common.make_accelerator(0).mixed_precision == "no"
+    AcceleratorState._reset_state()

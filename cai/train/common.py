@@ -28,9 +28,15 @@ from cai.train import losses
 def make_accelerator(seed: int):
     """One `Accelerator` per run; `accelerate launch` decides DDP/FSDP/DeepSpeed and the process count."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from transformers.utils import logging as hf_logging
-    acc = Accelerator()
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # `accelerate launch --mixed_precision`
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        # Another trainer in this process (TRL defaults to bf16 on CPU) left a process-wide mixed-precision
+        # state behind; start from a clean state instead of silently inheriting its autocast.
+        AcceleratorState._reset_state()
+    acc = Accelerator(mixed_precision=precision)
     set_seed(seed)
     hf_logging.disable_progress_bar()  # "Loading weights" bars: our own bar is the one to watch
     if not acc.is_main_process:
