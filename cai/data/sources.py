@@ -12,8 +12,6 @@ from typing import Any
 
 from cai.errors import InputError
 
-MAX_ROWS_DEFAULT = None
-
 
 def read_rows(path: str | Path, *, config: str | None = None) -> list[tuple[int | None, dict[str, Any]]]:
     """Rows of a table file with their 1-based line numbers where the format has lines."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Message = dict[str, str]
-Prompt = "str | list[int]"  # rendered text, or token ids
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,7 @@ class HFEngine(Engine):
         while self._queue and len(rows) < self.batch_size:
             rid, ids, p = self._queue.popleft()
             if len(ids) >= self.max_model_len:
-                done.append((rid, Result(error=f"ValueError: prompt has {len(ids)} tokens; the model's "
-                                               f"context is {self.max_model_len}")))
+                done.append((rid, Result(error=self._too_long(len(ids)))))
                 continue
             base = p.seed if p.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
             rows += [(rid, j, ids, p, base + j) for j in range(p.n)]
@@ -141,8 +140,6 @@ class HFEngine(Engine):
             for s in p.stop:
                 if s in text:
                     text, reason = text[: text.index(s)], "stop"
-            if reason == "length" and len(toks) < p.max_tokens and T + len(toks) >= self.max_model_len:
-                reason = "length"
             lps = sampler.logprobs[i][: len(toks)] if p.logprobs else None
             out.append(Completion(text, toks, lps, reason))
         return out
@@ -156,6 +153,10 @@ class HFEngine(Engine):
             attn[i, T - len(s):] = 1
         return ids.to(self.device), attn.to(self.device)
 
+    def _too_long(self, n_tokens: int) -> str:
+        # Same wording as the vLLM backend, so stages see one error whichever engine ran.
+        return f"ValueError: prompt has {n_tokens} tokens; the model's context is {self.max_model_len}"
+
     # ---- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
     def _forward(self, seqs: list[list[int]]) -> tuple[torch.Tensor, int]:
@@ -168,11 +169,11 @@ class HFEngine(Engine):
         seqs = [self.encode(p) for p in prompts]
         out: list[Any] = [None] * len(seqs)
         for lo in range(0, len(seqs), self.batch_size):
-            chunk = [(i, s) for i, s in list(enumerate(seqs))[lo: lo + self.batch_size]]
+            chunk = list(enumerate(seqs))[lo: lo + self.batch_size]
             ok = [(i, s) for i, s in chunk if len(s) < self.max_model_len]
             for i, s in chunk:
                 if len(s) >= self.max_model_len:
-                    out[i] = f"ValueError: prompt has {len(s)} tokens; the model's context is {self.max_model_len}"
+                    out[i] = self._too_long(len(s))
             if not ok:
                 continue
             logp, _ = self._forward([s for _, s in ok])
@@ -189,7 +190,7 @@ class HFEngine(Engine):
             ok = [(i, p, c) for i, (p, c) in chunk if len(p) + len(c) <= self.max_model_len]
             for i, (p, c) in chunk:
                 if len(p) + len(c) > self.max_model_len:
-                    out[i] = f"ValueError: {len(p) + len(c)} tokens exceed the model's context {self.max_model_len}"
+                    out[i] = self._too_long(len(p) + len(c))
             if not ok:
                 continue
             logp, T = self._forward([p + c for _, p, c in ok])
