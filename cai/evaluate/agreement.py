@@ -134,14 +134,17 @@ def plot_calibration(cal: dict[str, Any], path: Path, title: str) -> None:
     pts = [b for b in cal["bins"] if b["n"]]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     ax.plot([0.5, 1], [0.5, 1], "--", color="grey", lw=1, label="perfectly calibrated")
-    ax.plot([0.5, 1], [0.5, 0.5], ":", color="grey", lw=1)
     if pts:
-        ax.plot([b["mean_p"] for b in pts], [b["human_rate"] for b in pts], "-", color="#2457c5", lw=1)
-        ax.scatter([b["mean_p"] for b in pts], [b["human_rate"] for b in pts], s=[30 + 20 * b["n"] for b in pts],
-                   color="#2457c5", zorder=3, label="AI judge")
+        most = max(b["n"] for b in pts)
+        xs, ys = [b["mean_p"] for b in pts], [b["human_rate"] for b in pts]
+        ax.plot(xs, ys, "-", color="#2457c5", lw=1)
+        ax.scatter(xs, ys, s=[25 + 150 * b["n"] / most for b in pts], color="#2457c5", zorder=3, label="AI judge")
+        for b in pts:
+            ax.annotate(f"n={b['n']}", (b["mean_p"], b["human_rate"]), textcoords="offset points", xytext=(8, -4),
+                        fontsize=8)
     ax.set(xlim=(0.48, 1.02), ylim=(-0.02, 1.02), xlabel="AI p_chosen (bin mean)",
            ylabel="human vote rate for the AI's choice", title=title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8, markerscale=0.5)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

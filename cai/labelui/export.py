@@ -91,6 +91,11 @@ class ExportConfig:
             self.db = str(default_db(self.data))
 
 
+def _orient(p_a: float | None, a_chosen: bool) -> float | None:
+    """A probability that a is better, as the probability that the row's `chosen` is better."""
+    return None if p_a is None else (p_a if a_chosen else 1.0 - p_a)
+
+
 def merge(pairs: list[Pair], votes: dict[str, Votes], policy: str) -> tuple[list[dict[str, Any]], Counter]:
     """Export rows (in dataset order) and counts of where each row's label came from / why it was left out."""
     decide = POLICIES[policy]
@@ -106,16 +111,13 @@ def merge(pairs: list[Pair], votes: dict[str, Votes], policy: str) -> tuple[list
         # exactly 0.5 from the AI: keep the judge's own orientation (its hard label follows the soft one)
         a_chosen = p_a > 0.5 or (p_a == 0.5 and pair.ai_choice == "a")
         chosen, rejected = (pair.a, pair.b) if a_chosen else (pair.b, pair.a)
-
-        def orient(p: float | None) -> float | None:
-            return None if p is None else (p if a_chosen else 1.0 - p)
-
         counts[source] += 1
         rows.append({"id": pair.id, "prompt": pair.prompt,
                      "chosen": [{"role": "assistant", "content": chosen}],
                      "rejected": [{"role": "assistant", "content": rejected}],
-                     "p_chosen": orient(p_a), "label_source": source, "human_p_chosen": orient(h),
-                     "ai_p_chosen": orient(ai), "human_votes": len(v.by) if v else 0,
+                     "p_chosen": _orient(p_a, a_chosen), "label_source": source,
+                     "human_p_chosen": _orient(h, a_chosen), "ai_p_chosen": _orient(ai, a_chosen),
+                     "human_votes": len(v.by) if v else 0,
                      "human_annotators": sorted(v.by) if v else [], "human_notes": list(v.notes) if v else [],
                      "principle_ids": list(pair.principle_ids), "pair_source": pair.source, **pair.extra})
     return rows, counts

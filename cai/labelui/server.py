@@ -226,9 +226,18 @@ def create_app(cfg: ServerConfig):
 
 def serve(cfg: ServerConfig) -> None:
     """Run the page until interrupted (uvicorn, one process; SQLite writes are serialised)."""
+    import socket
+
     import uvicorn
 
     app = create_app(cfg)
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family) as s:  # a busy port is the user's to fix: one line, not uvicorn's traceback
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((cfg.host, cfg.port))
+        except OSError as e:
+            raise InputError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}", field="--port") from None
     shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"cai label-ui: {len(app.state.store.current())} labels in {cfg.db}; "
           f"open http://{shown}:{cfg.port}/", flush=True)
