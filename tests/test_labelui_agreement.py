@@ -98,7 +98,7 @@ def test_agreement_report_on_hand_computed_labels(labelled, tmp_path):
         eval_agreement(AgreementConfig(data=str(labelled), db=str(tmp_path / "missing.sqlite")))
 
 
-def test_export_policies_and_training_on_the_export(labelled, tmp_path):
+def test_export_policies_and_training_on_the_export(labelled, tmp_path, tiny_model):
     import datasets
     out = tmp_path / "exp"
     # human-overrides (default): humans decide pairs 0-4 except pair 5, an even split (left out)
@@ -134,13 +134,12 @@ def test_export_policies_and_training_on_the_export(labelled, tmp_path):
     r = run_cai("labels", "export", "--data", str(labelled), "--out", str(tmp_path / "cli"), "--policy", "ai")
     assert r.returncode == 2 and "different configuration" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     # into training: the trainers' reader accepts it, and RM and DPO each take a step on it
-    from cai.testing import make_tiny_model
     from cai.train import DataConfig, DPOConfig, RMConfig, RunConfig, train_dpo, train_rm
     from cai.train.data import check_columns, read_rows
     rr = read_rows(str(out), "prefs")
     check_columns(rr, ("prompt", "chosen", "rejected"))
     assert len(rr.rows) == 5
-    tiny = str(make_tiny_model())
+    tiny = str(tiny_model)
     run = {"batch_size": 2, "micro_batch_size": 2, "progress": False, "save_every": 0, "max_steps": 1}
     rm_out = train_rm(RMConfig(model=tiny, data=DataConfig(path=str(out), eval_fraction=0.0),
                                run=RunConfig(output_dir=str(tmp_path / "rm"), **run)))

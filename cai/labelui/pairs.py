@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.constitution import load_constitution
 from cai.data.layout import read_config
 from cai.data.sources import as_messages
 from cai.errors import InputError
+from cai.feedback.label import skip_reason
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,6 @@ def _from_prefs(row: dict[str, Any]) -> Pair:
 
 def load_pairs(data: str | Path) -> list[Pair]:
     """Every comparable pair of dataset directory `data`, in dataset order, ids unique."""
-    from cai.feedback.label import skip_reason
-
     d = Path(data)
     if not d.is_dir():
         raise InputError("not a directory (expected a dataset written by cai rlaif, label, sample or critique)",
@@ -149,8 +149,6 @@ def principle_texts(data: str | Path, constitution: str | None) -> dict[str, str
     """id -> text of the constitution's comparison and critique principles, shown after an answer.
     The constitution is the one named on the command line, else the one the dataset's rows name; when
     neither loads, the page shows principle ids only."""
-    from cai.constitution import load_constitution
-
     name = constitution
     if name is None:
         for cfg in ("prefs", "trace"):

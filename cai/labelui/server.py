@@ -15,7 +15,6 @@ a strict Content-Security-Policy forbids inline script, so even unescaped text c
 """
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +180,7 @@ def create_app(cfg: ServerConfig):
 
     @app.get("/api/config")
     def config():
-        return {"tokens_required": bool(tokens), "data": html.escape(Path(cfg.data).name), "pairs": len(pairs)}
+        return {"tokens_required": bool(tokens), "data": Path(cfg.data).name, "pairs": len(pairs)}
 
     @app.get("/api/next")
     def next_pair(x_cai_annotator: str | None = Header(None), x_cai_token: str | None = Header(None)):

@@ -74,7 +74,11 @@ async function loadNext() {
   renderConversation(data.pair.prompt);
   $("left-text").textContent = data.pair.left;
   $("right-text").textContent = data.pair.right;
-  for (const id of ["left", "right"]) $(id).classList.remove("picked", "ai");
+  for (const id of ["left", "right"]) {
+    $(id).classList.remove("picked", "ai");
+    $(`${id}-you`).hidden = true;
+    $(`${id}-ai`).hidden = true;
+  }
   $("note").value = "";
   $("reveal").hidden = true;
   for (const b of document.querySelectorAll("[data-choice]")) b.disabled = false;
@@ -91,7 +95,10 @@ async function answer(choice) {
     const res = await api("/api/label", { pair_id: state.pair.id, choice, note: $("note").value, seconds });
     state.answered = true;
     for (const b of document.querySelectorAll("[data-choice]")) b.disabled = true;
-    if (choice === "left" || choice === "right") $(choice).classList.add("picked");
+    if (choice === "left" || choice === "right") {
+      $(choice).classList.add("picked");
+      $(`${choice}-you`).hidden = false;
+    }
     showProgress(res.progress);
     reveal(choice, res.reveal);
   } catch (e) {
@@ -105,6 +112,7 @@ function reveal(choice, r) {
   $("reveal-you").textContent = `Saved: ${CHOICE_TEXT[choice]}.`;
   if (r.ai) {
     $(r.ai).classList.add("ai");
+    $(`${r.ai}-ai`).hidden = false;
     const p = r.p_chosen === null ? "" : ` with p = ${r.p_chosen.toFixed(2)}`;
     const who = r.source === "prefs" && r.p_chosen === null ? "The revision (by construction)" : "The AI judge";
     $("reveal-ai").textContent = `${who} preferred ${r.ai === "left" ? "A" : "B"}${p}.`;
