@@ -113,14 +113,21 @@ def test_label_five_pairs_in_chromium(tmp_path):
     assert shot.stat().st_size > 20_000
 
 
-def test_trace_viewer_in_chromium(tmp_path):
+def test_token_sign_in_and_trace_viewer_in_chromium(tmp_path):
     data = make_critique_dataset(tmp_path / "crit", 2, rounds=2)
-    proc, url = start_server(data, "--db", str(tmp_path / "l.sqlite"))
+    (tmp_path / "tokens").write_text("carol 7f3a9c0e5b2d4a61c8e0\n")
+    proc, url = start_server(data, "--db", str(tmp_path / "l.sqlite"), "--tokens", str(tmp_path / "tokens"))
     try:
         with sync_playwright() as p:
             browser = _launch(p)
             page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(url + "/traces")
+            # an annotator opens the link they were given; the token leaves the address bar at once
+            page.goto(url + "/?token=7f3a9c0e5b2d4a61c8e0")
+            expect(page.locator("#who")).to_have_text("annotator: carol")
+            assert "token" not in page.url
+            expect(page.locator("#left-text")).to_have_text(
+                "Revision 2 of conversation 0." if display_order("carol", "c0")[0] == "a" else "Initial answer 0.")
+            page.click("a[href='/traces']")
             expect(page.locator("#count")).to_have_text("2 conversations")
             page.click("#trace-list li >> nth=1")
             expect(page.locator("#trace-init")).to_have_text("Initial answer 1.")

@@ -150,3 +150,8 @@ def test_binding_tokens_and_host_header(tmp_path):
     tr = local.get("/api/traces/c1").json()
     assert [x["principle_id"] for x in tr["rounds"]] == ["harm-general", "harm-to-others"]
     assert tr["rounds"][0]["principle_text"].startswith("Point out every way")
+    # with tokens, the trace API is for token holders only
+    app = create_app(ServerConfig(data=str(data), db=str(tmp_path / "l3.sqlite"), tokens=str(toks)))
+    c = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert c.get("/api/traces").status_code == 401 and c.get("/api/traces/c1").status_code == 401
+    assert c.get("/api/traces", headers={"X-Cai-Token": "0123456789abcdef0123"}).json()["total"] == 2

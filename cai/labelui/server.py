@@ -202,14 +202,21 @@ def create_app(cfg: ServerConfig):
         prog, _ = progress(who)
         return {"saved": row, "progress": prog, "reveal": _reveal(pair, who, texts)}
 
+    def reader(token: str | None) -> None:
+        """Traces need no annotator name, but with tokens (a remote bind) only token holders read them."""
+        if tokens and (not token or token not in tokens):
+            raise HTTPException(401, "missing or unknown annotator token")
+
     @app.get("/api/traces")
-    def traces(offset: int = 0, limit: int = 200):
+    def traces(offset: int = 0, limit: int = 200, x_cai_token: str | None = Header(None)):
+        reader(x_cai_token)
         items = [{"id": c["id"], "prompt": c["prompt"], "status": c["status"], "rounds": len(c["rounds"])}
                  for c in convs[max(0, offset):max(0, offset) + min(max(1, limit), 1000)]]
         return {"total": len(convs), "items": items}
 
     @app.get("/api/traces/{conv_id}")
-    def trace(conv_id: str):
+    def trace(conv_id: str, x_cai_token: str | None = Header(None)):
+        reader(x_cai_token)
         for c in convs:
             if c["id"] == conv_id:
                 rounds = [{**r, "principle_text": texts.get(r["principle_id"] or "", "")} for r in c["rounds"]]

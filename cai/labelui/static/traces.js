@@ -4,6 +4,12 @@
 
 const $ = (id) => document.getElementById(id);
 
+// With annotator tokens (a remote bind) the trace API wants the token the comparison page stored.
+function get(path) {
+  const token = sessionStorage.getItem("cai-token");
+  return fetch(path, { headers: token ? { "X-Cai-Token": token } : {} });
+}
+
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -12,7 +18,9 @@ function el(tag, cls, text) {
 }
 
 async function showList() {
-  const data = await (await fetch("/api/traces?limit=1000")).json();
+  const r = await get("/api/traces?limit=1000");
+  if (!r.ok) throw new Error("sign in on the comparison page first (annotator token)");
+  const data = await r.json();
   $("count").textContent = `${data.total} conversations`;
   $("empty").hidden = data.total > 0;
   const list = $("trace-list");
@@ -27,7 +35,7 @@ async function showList() {
 }
 
 async function showTrace(id) {
-  const r = await fetch(`/api/traces/${encodeURIComponent(id)}`);
+  const r = await get(`/api/traces/${encodeURIComponent(id)}`);
   if (!r.ok) { location.hash = ""; return; }
   const c = await r.json();
   $("trace-title").textContent = `${c.id} (${c.status}${c.error ? ": " + c.error : ""})`;
