@@ -137,7 +137,10 @@ def create_app(cfg: ServerConfig):
         host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
         if local and host not in LOCAL_HOSTS:  # DNS rebinding: a foreign name resolving to 127.0.0.1
             return JSONResponse({"detail": "unexpected Host header"}, status_code=421)
-        if request.method == "POST" and int(request.headers.get("content-length") or 0) > MAX_BODY:
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit():
+            return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
+        if request.method == "POST" and int(length) > MAX_BODY:
             return JSONResponse({"detail": "request body too large"}, status_code=413)
         resp = await call_next(request)
         resp.headers["Content-Security-Policy"] = CSP
