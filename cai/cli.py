@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "cai.constitution.cli",
     "cai.critique",
     "cai.feedback.cli",
+    "cai.labelui",
     "cai.train.cli",
 ]
 

