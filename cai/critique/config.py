@@ -15,8 +15,17 @@ from cai.errors import InputError
 
 STEPS = ("answer", "critique", "revision")
 
-# A revision that talks like the prompt scaffolding ("Revision:", "CritiqueRequest") instead of answering.
-_SCAFFOLD = re.compile(r"(?im)^\s*(?:critique|revision)(?:\s*request)?\s*:|critique\s*request|revision\s*request")
+# A revision that is not an answer to the user: it echoes the scaffolding ("Revision:", "Critique request",
+# "Rewrite the response so that ..."), labels itself ("Revised response:"), or critiques the response
+# instead of answering ("The assistant's response is harmful because ..."). Patterns come from real
+# SmolLM2-135M revisions (tests/test_critique_filters.py).
+_SCAFFOLD = re.compile(
+    r"(?im)^\s*\W*(?:critique|revision|rewrite|rewritten|revised)(?:\s*(?:request|response|version|answer))?\s*\W*:"
+    r"|critique\s*request|revision\s*request"
+    r"|\b(?:rewrite|revise|rewriting|revising)\s+(?:the|this|your|my)\s+(?:assistant'?s?\s+)?(?:last\s+)?response"
+    r"|\bthe\s+assistant'?s?\s+(?:last\s+|original\s+|initial\s+)?(?:response|answer|reply)"
+    r"|^\s*(?:the|this|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+)?response\s+"
+    r"(?:is|was|does|did|could|might|contains|includes|promotes|encourages|suggests|fails|uses|seems|appears)\b")
 
 
 def _empty(final: dict, init: dict) -> bool:
@@ -66,6 +75,9 @@ class CritiqueConfig:
     """Put the constitution's few-shot critique conversations before every critique/revision request."""
     filters: tuple[str, ...] = tuple(FILTERS)
     """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
+    retries: int = 1
+    """A revision that the filters would drop (truncated, scaffold, empty, unchanged) is sampled again with
+    another seed, up to this many times; the last attempt stands. Its discarded tokens count as wasted."""
     seed: int = 0
     """Seeds principle draws and every request (per prompt id and step, so batching never matters)."""
 
@@ -75,6 +87,8 @@ class CritiqueConfig:
         for step in STEPS:
             if getattr(self, step).n != 1:
                 raise InputError("one sample per step (n=1)", field=f"{step}.n")
+        if self.retries < 0:
+            raise InputError("must be >= 0", field="retries")
         self.filters = tuple(self.filters)
         unknown = [f for f in self.filters if f not in FILTERS]
         if unknown:
@@ -89,4 +103,5 @@ class CritiqueConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "sampling": self.sampling(), "system": self.system,
-                "few_shot": self.few_shot, "filters": list(self.filters), "seed": self.seed}
+                "few_shot": self.few_shot, "filters": list(self.filters), "retries": self.retries,
+                "seed": self.seed}

@@ -7,6 +7,7 @@ Engine arguments pass through unchanged (`tensor_parallel_size`, `data_parallel_
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,32 +24,78 @@ def _cuda_available() -> bool:
         return False
 
 
+CPU_DTYPE = "float32"
+"""The default dtype on CPU (`dtype="auto"`): the hf engine and the trainers run fp32 on CPU, so vLLM's
+samples and log-probs match theirs, and bf16 is no faster here (bench/engines.py --dtypes)."""
+
+CPU_EAGER = True
+"""Run eagerly on CPU (no torch.compile): ..."""
+
+# vLLM warnings that never call for action from a cai user (shown with --verbose).
+_NOISE = ("global random seed is set", "doesn't allow to use `torch.set_num_threads`", "Passing raw prompts",
+          "is deprecated", "Attempted to load weight", "Triton is installed")
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or (
+            record.levelno >= logging.WARNING and not any(n in record.getMessage() for n in _NOISE))
+
+
+def quiet_logs(verbose: bool) -> None:
+    """vLLM's INFO lines (hundreds per engine start) only with `verbose`; otherwise its warnings that
+    matter. Must run before `import vllm` to take full effect (the level is read at import)."""
+    if verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    log = logging.getLogger("vllm")
+    for h in log.handlers:
+        if not any(isinstance(f, _Quiet) for f in h.filters):
+            h.addFilter(_Quiet())
+
+
+def cpu_kv_cache_bytes() -> int:
+    """KV cache reserved on CPU: `CAI_VLLM_CPU_MEM` (default 0.3) x RAM. Given explicitly to vLLM, it skips
+    the memory-profiling run, which fails when other processes' memory changes while it runs."""
+    import psutil
+    return int(float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3")) * psutil.virtual_memory().total)
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, enable_prefix_caching: bool = True,
-                 **engine_args: Any):
+                 verbose: bool | None = None, **engine_args: Any):
         on_gpu = _cuda_available()
+        verbose = os.environ.get("CAI_VERBOSE", "0") not in ("", "0") if verbose is None else verbose
+        quiet_logs(verbose)
         if engine_args.get("tensor_parallel_size", 1) == 1 and engine_args.get("data_parallel_size", 1) == 1:
             # In-process engine core: no spawn guard needed, and weights can be updated in place (PPO).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if gpu_memory_utilization is None:
-            # On CPU this is the fraction of RAM reserved for the KV cache; vLLM's default (0.9) fails.
-            gpu_memory_utilization = 0.9 if on_gpu else float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3"))
+        if on_gpu and gpu_memory_utilization is None:
+            gpu_memory_utilization = 0.9
         if not on_gpu:
+            if dtype == "auto":
+                dtype = CPU_DTYPE
+            if gpu_memory_utilization is None:  # else: that fraction of RAM, found by vLLM's profiling run
+                engine_args.setdefault("kv_cache_memory_bytes", cpu_kv_cache_bytes())
             # vLLM's CPU runner crashes on seeded requests whose prefill is chunked (it rewinds the
             # request's torch.Generator offset, which CPU generators do not have), so prefill whole prompts.
             engine_args.setdefault("enable_chunked_prefill", False)
             engine_args.setdefault("max_num_batched_tokens", max(max_model_len or 8192, 8192))
+            engine_args.setdefault("enforce_eager", CPU_EAGER)
         import vllm
+        quiet_logs(verbose)  # now that vLLM's handler exists
 
         path = resolve_model(model)
         self.model_id, self.model_path = str(model), path
         self.model_hash = model_hash(path)
+        kw = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
         self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
-                            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
-                            enable_prefix_caching=enable_prefix_caching, **engine_args)
+                            seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._engine = self.llm.llm_engine
@@ -56,6 +103,7 @@ class VLLMEngine(Engine):
         self._kind: dict[str, str] = {}  # ours -> "gen" | "top" | "score"
         self._extra: dict[str, Any] = {}
         self._done: list[tuple[str, Any]] = []  # failed at submission; reported by the next poll
+        self.prompt_tokens = self.cached_prompt_tokens = 0  # prefix-cache hit rate = cached / prompt
 
     # ---- continuous feed -------------------------------------------------------------------------
     def _add(self, rid: str, ids: list[int], sp, kind: str, extra: Any = None) -> None:
@@ -89,6 +137,8 @@ class VLLMEngine(Engine):
                 continue
             self._ids.pop(rid, None)
             kind, extra = self._kind.pop(rid), self._extra.pop(rid)
+            self.prompt_tokens += len(out.prompt_token_ids or [])
+            self.cached_prompt_tokens += out.num_cached_tokens or 0
             finished.append((rid, _CONVERT[kind](out, extra)))
         return finished
 
@@ -126,6 +176,9 @@ class VLLMEngine(Engine):
     def load_weights(self, named_tensors) -> None:
         """Update the served weights in place (in-process engine), then drop stale prefix-cache blocks."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
