@@ -60,7 +60,9 @@ def test_outputs_columns_principles_and_resume(vllm_engine, tmp_path, cache_path
         assert json.loads(p["sampling"])["critique"]["max_tokens"] == 8
     for t in trace:
         pr = c.critique(t["principle_id"])
-        assert (t["critique_request"], t["revision_request"]) == (pr.critique.strip(), pr.revision.strip())
+        assert t["critique_request"] == pr.critique.strip() + " Answer in two or three sentences."
+        assert t["revision_request"] == pr.revision.strip() + (" Reply with the new response only, in a few sentences "
+                                                               "addressed to the user.")
         assert t["principle_hash"] == pr.hash and t["status"] == "kept" and t["error"] is None
         assert t["critique_tokens"] >= 1 and t["revision_finish_reason"] in ("stop", "length")
     # round 2 critiques round 1's revision: the HF-recipe columns hold the last round

@@ -63,19 +63,20 @@ class CritiqueConfig:
     rounds: int = 2
     """Critique -> revision rounds per conversation; each draws a fresh principle with the seed, repeats
     allowed (the paper's samples use 4, the HF recipe 1)."""
-    answer: SamplingParams = field(default_factory=_default)
-    """Sampling for the initial answer (the response the constitution then critiques)."""
-    critique: SamplingParams = field(default_factory=_default)
-    """Sampling for each critique."""
-    revision: SamplingParams = field(default_factory=_default)
-    """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`)."""
+    answer: SamplingParams = field(default_factory=lambda: _default(128))
+    """Sampling for the initial answer (the response the constitution then critiques; `rejected` in prefs)."""
+    critique: SamplingParams = field(default_factory=lambda: _default(96))
+    """Sampling for each critique (the few-shot critiques are 2-3 sentences, about 50 tokens)."""
+    revision: SamplingParams = field(default_factory=lambda: _default(160))
+    """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`; the few-shot
+    revisions are about 60-90 tokens, so 160 leaves room without paying for rambling)."""
     system: str | None = None
     """System prompt of the initial answer. Critique and revision turns use the constitution's own."""
     few_shot: bool = True
     """Put the constitution's few-shot critique conversations before every critique/revision request."""
     filters: tuple[str, ...] = tuple(FILTERS)
     """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
-    retries: int = 1
+    retries: int = 2
     """A revision that the filters would drop (truncated, scaffold, empty, unchanged) is sampled again with
     another seed, up to this many times; the last attempt stands. Its discarded tokens count as wasted."""
     seed: int = 0
