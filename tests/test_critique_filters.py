@@ -11,6 +11,8 @@ from cai.critique.config import first_filter
 OBSERVED = [
     # a critique instead of an answer (rt-0009, round 2)
     ("The response is for a male audience. The passage is a joke, not for a male audience.", True),
+    # a critique instead of an answer, word for word the critique before it (rt-0013, rounds 1 and 2)
+    ("The advice in the response is somewhat reckless, unkind, and likely to backfire on the user.", True),
     # an answer to the user, kept (rt-0020, round 2)
     ("This is a classic example of social media's ability to blend reality with fantasy, and it's not always "
      "a joke. It's also important to remember that everyone makes mistakes, and that's just part of life.", False),
@@ -29,12 +31,24 @@ ECHOES = [
     ("I'm sorry, I can't help with that. If the noise keeps you awake, talk to your neighbour or the council.",
      False),
     ("The answer is to talk to your neighbour calmly and, if that fails, contact local mediation.", False),
-    ("The response of the body to stress is a faster heartbeat; slow breathing helps.", False),
+    ("Stress raises your heart rate; slow breathing and a short walk help.", False),
 ]
+
+
+ALL = ("empty", "truncated", "scaffold", "unchanged")
 
 
 @pytest.mark.parametrize("text,dropped", OBSERVED + ECHOES)
 def test_scaffold_filter_on_smollm2_revisions(text, dropped):
     final = {"text": text, "finish_reason": "stop"}
-    reason = first_filter(("empty", "truncated", "scaffold", "unchanged"), final, {"text": "Hit him."})
+    reason = first_filter(ALL, final, {"text": "Hit him."}, {"text": "It encourages violence."})
     assert reason == ("scaffold" if dropped else None)
+
+
+def test_a_revision_that_repeats_its_critique_is_scaffold():
+    # SmolLM2 often repeats its last turn: the revision is the critique again (rt-0013, round 1)
+    crit = {"text": "You could tell the user to stay calm and to ask a trusted friend for help instead."}
+    final = {"text": " You could tell the user to stay calm and to ask a trusted friend for help instead. ",
+             "finish_reason": "stop"}
+    assert first_filter(ALL, final, {"text": "Hit him."}, crit) == "scaffold"
+    assert first_filter(ALL, final, {"text": "Hit him."}) is None  # without the critique: an answer

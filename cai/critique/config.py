@@ -17,41 +17,48 @@ STEPS = ("answer", "critique", "revision")
 
 # A revision that is not an answer to the user: it echoes the scaffolding ("Revision:", "Critique request",
 # "Rewrite the response so that ..."), labels itself ("Revised response:"), or critiques the response
-# instead of answering ("The assistant's response is harmful because ..."). Patterns come from real
-# SmolLM2-135M revisions (tests/test_critique_filters.py).
+# instead of answering it ("The advice in the response is reckless ..."): an answer to the user never talks
+# about "the response" or "the assistant". Patterns come from real SmolLM2-135M revisions
+# (tests/test_critique_filters.py).
 _SCAFFOLD = re.compile(
     r"(?im)^\s*\W*(?:critique|revision|rewrite|rewritten|revised)(?:\s*(?:request|response|version|answer))?\s*\W*:"
     r"|critique\s*request|revision\s*request"
     r"|\b(?:rewrite|revise|rewriting|revising)\s+(?:the|this|your|my)\s+(?:assistant'?s?\s+)?(?:last\s+)?response"
-    r"|\bthe\s+assistant'?s?\s+(?:last\s+|original\s+|initial\s+)?(?:response|answer|reply)"
-    r"|^\s*(?:the|this|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+)?response\s+"
-    r"(?:is|was|does|did|could|might|contains|includes|promotes|encourages|suggests|fails|uses|seems|appears)\b")
+    r"|\bthe\s+assistant\b"
+    r"|\b(?:the|this|that|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+|above\s+|first\s+)?response\b")
 
 
-def _empty(final: dict, init: dict) -> bool:
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _empty(final: dict, init: dict, critique: dict | None = None) -> bool:
     return not final["text"].strip()
 
 
-def _truncated(final: dict, init: dict) -> bool:
+def _truncated(final: dict, init: dict, critique: dict | None = None) -> bool:
     return final["finish_reason"] == "length"
 
 
-def _scaffold(final: dict, init: dict) -> bool:
-    return bool(_SCAFFOLD.search(final["text"]))
+def _scaffold(final: dict, init: dict, critique: dict | None = None) -> bool:
+    if _SCAFFOLD.search(final["text"]):
+        return True
+    # a copy of the critique it was asked to act on (small models often repeat their last turn)
+    return critique is not None and _norm(final["text"])[:80] == _norm(critique["text"])[:80]
 
 
-def _unchanged(final: dict, init: dict) -> bool:
-    return " ".join(final["text"].split()) == " ".join(init["text"].split())
+def _unchanged(final: dict, init: dict, critique: dict | None = None) -> bool:
+    return _norm(final["text"]) == _norm(init["text"])
 
 
-FILTERS: dict[str, Callable[[dict, dict], bool]] = {
+FILTERS: dict[str, Callable[..., bool]] = {
     "empty": _empty, "truncated": _truncated, "scaffold": _scaffold, "unchanged": _unchanged}
-"""Filter name -> predicate(final revision step, initial answer step) that drops the row. A row is
-counted against the first filter (in this order) that drops it."""
+"""Filter name -> predicate(final revision step, initial answer step, its critique step or None) that drops
+the row. A row is counted against the first filter (in this order) that drops it."""
 
 
-def first_filter(names: tuple[str, ...], final: dict, init: dict) -> str | None:
-    return next((n for n in FILTERS if n in names and FILTERS[n](final, init)), None)
+def first_filter(names: tuple[str, ...], final: dict, init: dict, critique: dict | None = None) -> str | None:
+    return next((n for n in FILTERS if n in names and FILTERS[n](final, init, critique)), None)
 
 
 def _default(max_tokens: int = 256, temperature: float = 0.7) -> SamplingParams:

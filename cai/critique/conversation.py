@@ -90,7 +90,7 @@ class Conversation:
         new = {"step": step, "round": r, "request": request, "text": o.text, "tokens": len(o.token_ids),
                "prompt_tokens": res.prompt_tokens, "finish_reason": o.finish_reason}
         if (step == "revision" and cfg is not None and self.attempt < cfg.retries
-                and first_filter(cfg.filters, new, self.steps[0])):
+                and first_filter(cfg.filters, new, self.steps[0], self.steps[-1])):
             self.attempt += 1
             self.discarded_tokens += new["tokens"]
             return False

@@ -86,8 +86,9 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     filtered, status_n, wasted = Counter({f: 0 for f in cfg.filters}), Counter(), 0
     for r in rows:
         rec = records[r["id"]]
-        reason = None if rec["error"] or rec.get("too_long") else first_filter(cfg.filters, rec["steps"][-1],
-                                                                                rec["steps"][0])
+        steps = rec["steps"]
+        reason = None if rec["error"] or rec.get("too_long") else first_filter(cfg.filters, steps[-1], steps[0],
+                                                                                steps[-2])
         status = "error" if rec["error"] else "too_long" if rec.get("too_long") else "filtered" if reason else "kept"
         status_n[status] += 1
         if reason:

@@ -7,6 +7,7 @@ Engine arguments pass through unchanged (`tensor_parallel_size`, `data_parallel_
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -44,15 +45,30 @@ class _Quiet(logging.Filter):
 
 def quiet_logs(verbose: bool) -> None:
     """vLLM's INFO lines (hundreds per engine start) only with `verbose`; otherwise its warnings that
-    matter. Must run before `import vllm` to take full effect (the level is read at import)."""
+    matter. Called before `import vllm` (which reads the level) and after the engine starts (which
+    installs vLLM's handler)."""
     if verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
         return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    log = logging.getLogger("vllm")
-    for h in log.handlers:
+    for h in logging.getLogger("vllm").handlers:
         if not any(isinstance(f, _Quiet) for f in h.filters):
             h.addFilter(_Quiet())
+
+
+@contextlib.contextmanager
+def _quiet_start(verbose: bool):
+    """Engine start-up warns about configuration choices cai made on purpose (eager mode, no chunked
+    prefill, no tcmalloc preload...): without `verbose`, only errors get through while it runs."""
+    if verbose:
+        yield
+        return
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def cpu_kv_cache_bytes() -> int:
@@ -87,14 +103,15 @@ class VLLMEngine(Engine):
             engine_args.setdefault("max_num_batched_tokens", max(max_model_len or 8192, 8192))
             engine_args.setdefault("enforce_eager", CPU_EAGER)
         import vllm
-        quiet_logs(verbose)  # now that vLLM's handler exists
 
         path = resolve_model(model)
         self.model_id, self.model_path = str(model), path
         self.model_hash = model_hash(path)
         kw = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
-        self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
-                            seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
+        with _quiet_start(verbose):
+            self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
+                                seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
+        quiet_logs(verbose)  # now that vLLM's handler exists
         self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
