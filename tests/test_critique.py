@@ -61,8 +61,8 @@ def test_outputs_columns_principles_and_resume(vllm_engine, tmp_path, cache_path
     for t in trace:
         pr = c.critique(t["principle_id"])
         assert t["critique_request"] == pr.critique.strip() + " Answer in two or three sentences."
-        assert t["revision_request"] == pr.revision.strip() + (" Reply with the new response only, in a few sentences "
-                                                               "addressed to the user.")
+        assert t["revision_request"] == pr.revision.strip() + (f' Write only the new response to "{t["prompt"]}", in a '
+                                                               'few sentences addressed to the user.')
         assert t["principle_hash"] == pr.hash and t["status"] == "kept" and t["error"] is None
         assert t["critique_tokens"] >= 1 and t["revision_finish_reason"] in ("stop", "length")
     # round 2 critiques round 1's revision: the HF-recipe columns hold the last round

@@ -63,8 +63,8 @@ def test_critique_and_revision_messages(c):
                         {"role": "user", "content": "Is the assistant's response rude? Answer in two or three "
                                                     "sentences."},
                         {"role": "assistant", "content": "It is fine."},
-                        {"role": "user", "content": "Rewrite the response politely. Reply with the new response "
-                                                    "only, in a few sentences addressed to the user."}]
+                        {"role": "user", "content": 'Rewrite the response politely. Write only the new response '
+                                                    'to "Where is Paris?", in a few sentences addressed to the user.'}]
     assert T.critique_messages(c, p, "Q", "A", few_shot=False)[1:] == [
         {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
         {"role": "user", "content": "Is the assistant's response rude? Answer in two or three sentences."}]

@@ -108,6 +108,8 @@ class VLLMEngine(Engine):
         self.model_id, self.model_path = str(model), path
         self.model_hash = model_hash(path)
         kw = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
+        if not verbose:
+            engine_args.setdefault("use_tqdm_on_load", False)  # a progress bar for one small file
         with _quiet_start(verbose):
             self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
                                 seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
