@@ -173,6 +173,7 @@ def _steps_bar(total: int, engine, initial: int):
     from cai.stage import Progress
     bar = Progress(total, "critique", engine, initial=initial)
     bar.bar.unit = "step"
+    bar.bar.refresh()
     return bar
 
 
