@@ -53,19 +53,20 @@ def _counters(engine) -> tuple[int, int]:
     return getattr(engine, "prompt_tokens", 0), getattr(engine, "cached_prompt_tokens", 0)
 
 
-def _side(engine, tokens: int, seconds: float, before: tuple[int, int], **extra) -> dict:
-    p, c = (a - b for a, b in zip(_counters(engine), before))
+def _side(eng, tokens: int, seconds: float, before: tuple[int, int], **extra) -> dict:
+    p, c = (a - b for a, b in zip(_counters(eng), before))
     return {**extra, "prompt_tokens": p, "generated_tokens": tokens, "seconds": round(seconds, 2),
             "tok_s": round(tokens / seconds, 1), "prefix_cache_hit_rate": round(c / max(p, 1), 3)}
 
 
-def pipeline(engine_name: str, model: str, n: int, config, engine=None) -> tuple[dict, list]:
+def pipeline(engine_name: str, model: str, n: int, config, engine=None, max_model_len: int = 4096
+             ) -> tuple[dict, list]:
     """One SL-CAI run with no request cache; returns its figures and the engine requests it made."""
     from cai.critique import critique
     from cai.engine import make_engine
     from cai.engine.cached import CachedEngine
 
-    rec = Recorder(engine or make_engine(engine_name, model))
+    rec = Recorder(engine or make_engine(engine_name, model, max_model_len=max_model_len))
     if hasattr(rec.inner, "reset_prefix_cache"):
         rec.inner.reset_prefix_cache()
     before = _counters(rec.inner)
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=None, help="default: CritiqueConfig's")
     ap.add_argument("--max-tokens", type=int, default=None, help="every step's budget (default: CritiqueConfig's)")
+    ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--hf-prompts", type=int, default=16, help="prompts for the (slow) hf pipeline; 0 skips it")
     ap.add_argument("--hf-only", action="store_true", help=argparse.SUPPRESS)  # the subprocess half
     a = ap.parse_args()
@@ -123,11 +125,12 @@ def main() -> None:
         kw.update({s: getattr(base, s).replace(max_tokens=a.max_tokens) for s in ("answer", "critique", "revision")})
     config = CritiqueConfig(**kw)
     if a.hf_only:
-        print("HF_RESULT=" + json.dumps(pipeline("hf", a.model, a.hf_prompts, config)[0]))
+        print("HF_RESULT=" + json.dumps(pipeline("hf", a.model, a.hf_prompts, config,
+                                                 max_model_len=a.max_model_len)[0]))
         return
 
     from cai.engine import make_engine
-    engine = make_engine("vllm", a.model)
+    engine = make_engine("vllm", a.model, max_model_len=a.max_model_len)
     raw_generate(engine, 4, 8)  # warm-up: first-call allocation stays out of the timings
     pipe, requests = pipeline("vllm", a.model, a.prompts, config, engine=engine)
     print(f"vllm_pipeline: {pipe}", flush=True)
@@ -139,7 +142,8 @@ def main() -> None:
     print(f"ratio_vs_raw_vllm={pipe['tok_s'] / raw['tok_s']:.3f}", flush=True)
     if a.hf_prompts:
         engine.close()
-        args = [sys.executable, __file__, "--hf-only", "--model", a.model, "--hf-prompts", str(a.hf_prompts)]
+        args = [sys.executable, __file__, "--hf-only", "--model", a.model, "--hf-prompts", str(a.hf_prompts),
+                "--max-model-len", str(a.max_model_len)]
         args += ["--rounds", str(a.rounds)] if a.rounds else []
         args += ["--max-tokens", str(a.max_tokens)] if a.max_tokens else []
         r = subprocess.run(args, capture_output=True, text=True, env={**os.environ}, check=False)

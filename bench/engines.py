@@ -60,7 +60,8 @@ def start_pair(a, engine_args: dict) -> tuple[dict, dict]:
         out = []
         for _ in range(2):
             r = subprocess.run([sys.executable, __file__, "--probe", json.dumps(engine_args), "--model", a.model,
-                                "--prompts", str(a.prompts), "--max-tokens", str(a.max_tokens)],
+                                "--prompts", str(a.prompts), "--max-tokens", str(a.max_tokens),
+                                "--max-model-len", str(a.max_model_len)],
                                capture_output=True, text=True, env=env, check=False)
             line = next((x for x in r.stdout.splitlines() if x.startswith("PROBE=")), None)
             if line is None:
@@ -74,13 +75,15 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--start-only", action="store_true", help="only the start-up pairs, no HF comparison")
     ap.add_argument("--variants", nargs="*", default=["{}"], help="JSON engine-argument objects to compare")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # the subprocess half
     args = ap.parse_args()
 
     if args.probe is not None:
-        print("PROBE=" + json.dumps(probe(args.model, json.loads(args.probe), args.prompts, args.max_tokens)))
+        engine_args = {"max_model_len": args.max_model_len, **json.loads(args.probe)}
+        print("PROBE=" + json.dumps(probe(args.model, engine_args, args.prompts, args.max_tokens)))
         return
 
     first_tok = None
@@ -98,10 +101,10 @@ def main() -> None:
     from cai.engine import SamplingParams, make_engine
     convs = _convs(args.prompts)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
-    vllm = make_engine("vllm", args.model, dtype="float32", max_model_len=2048)
+    vllm = make_engine("vllm", args.model, dtype="float32", max_model_len=args.max_model_len)
     v_tok, v_s = run(vllm, convs, params)
     vllm.close()
-    hf = make_engine("hf", args.model, dtype="float32", batch_size=args.prompts)
+    hf = make_engine("hf", args.model, dtype="float32", batch_size=args.prompts, max_model_len=args.max_model_len)
     h_tok, h_s = run(hf, convs, params)
     print(f"prompts={len(convs)} max_tokens={args.max_tokens} model={args.model}")
     print(f"vllm_tokens={v_tok} vllm_seconds={v_s:.1f} vllm_tokens_per_s={v_tok / v_s:.1f}")
