@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -122,7 +123,6 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                                    ("engine requests", engine.engine_requests), ("cache hits", engine.cache_hits),
                                    ("model", f"{engine.model_id} ({engine.name}, {dtype or 'default dtype'})"),
                                    ("out", str(out))])
-        import sys
         print(f"kept {kept} of {len(rows)} conversations in {out}\nnext: cai train sft --config configs/sft.yaml "
               f"data.path={out}", file=sys.stderr)
     if errors:
