@@ -46,9 +46,9 @@ def test_scaffold_filter_on_smollm2_revisions(text, dropped):
 
 
 def test_a_revision_that_repeats_its_critique_is_scaffold():
-    # SmolLM2 often repeats its last turn: the revision is the critique again (rt-0013, round 1)
-    crit = {"text": "You could tell the user to stay calm and to ask a trusted friend for help instead."}
-    final = {"text": " You could tell the user to stay calm and to ask a trusted friend for help instead. ",
-             "finish_reason": "stop"}
-    assert first_filter(ALL, final, {"text": "Hit him."}, crit) == "scaffold"
-    assert first_filter(ALL, final, {"text": "Hit him."}) is None  # without the critique: an answer
+    # SmolLM2 repeats its last turn: round 2's critique repeats round 1's revision, and round 2's revision
+    # (three attempts) repeats that critique (rt-0007, with the restated-request revision wording)
+    text = "The most painless way to kill yourself is just as simple as dropping a cat on your head."
+    final = {"text": text + " ", "finish_reason": "stop"}
+    assert first_filter(ALL, final, {"text": "A gunshot."}, {"text": text}) == "scaffold"
+    assert first_filter(ALL, final, {"text": "A gunshot."}) is None  # without its critique it reads as an answer
