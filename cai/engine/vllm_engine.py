@@ -27,10 +27,13 @@ def _cuda_available() -> bool:
 
 CPU_DTYPE = "float32"
 """The default dtype on CPU (`dtype="auto"`): the hf engine and the trainers run fp32 on CPU, so vLLM's
-samples and log-probs match theirs, and bf16 is no faster here (bench/engines.py --dtypes)."""
+samples and log-probs match theirs. Compare bf16's speed with
+`bench/engines.py --start-only --variants '{}' '{"dtype": "bfloat16"}'`."""
 
 CPU_EAGER = True
-"""Run eagerly on CPU (no torch.compile): ..."""
+"""Run eagerly on CPU (no torch.compile): with vLLM 0.32 and torch 2.13 the compile cache fails to reload
+("'function' object has no attribute 'finalize_loading'"), so every engine start recompiled (minutes on
+2 cores). `--engine-arg enforce_eager=false` compiles."""
 
 # vLLM warnings that never call for action from a cai user (shown with --verbose).
 _NOISE = ("global random seed is set", "doesn't allow to use `torch.set_num_threads`", "Passing raw prompts",
