@@ -60,7 +60,9 @@ def test_outputs_columns_principles_and_resume(vllm_engine, tmp_path, cache_path
         assert json.loads(p["sampling"])["critique"]["max_tokens"] == 8
     for t in trace:
         pr = c.critique(t["principle_id"])
-        assert (t["critique_request"], t["revision_request"]) == (pr.critique.strip(), pr.revision.strip())
+        assert t["critique_request"] == pr.critique.strip() + " Answer in two or three sentences."
+        assert t["revision_request"] == pr.revision.strip() + (f' Write only the new response to "{t["prompt"]}", in a '
+                                                               'few sentences addressed to the user.')
         assert t["principle_hash"] == pr.hash and t["status"] == "kept" and t["error"] is None
         assert t["critique_tokens"] >= 1 and t["revision_finish_reason"] in ("stop", "length")
     # round 2 critiques round 1's revision: the HF-recipe columns hold the last round
@@ -167,8 +169,8 @@ def test_failure_is_recorded_and_exits_3(vllm_engine, tmp_path, cache_path, monk
 def test_filters_drop_rows_count_them_and_keep_them_in_trace(vllm_engine, tmp_path, cache_path):
     run(cached(vllm_engine, cache_path), tmp_path / "a", config=cfg(1))
     eng = cached(vllm_engine, cache_path)
-    m = run(eng, tmp_path / "b", config=cfg(1, filters=("empty", "truncated", "scaffold", "unchanged")))
-    assert eng.engine_requests == 0  # same requests: filtering is applied to finished records
+    m = run(eng, tmp_path / "b", config=cfg(1, filters=("empty", "truncated", "scaffold", "unchanged"), retries=0))
+    assert eng.engine_requests == 0  # same requests: filtering is applied to finished records (no retries)
     trace = read_config(tmp_path / "b", "trace")
     n_length = sum(t["revision_finish_reason"] == "length" for t in trace)
     assert n_length >= 1  # 8 tokens of a random model: almost always cut at max_tokens

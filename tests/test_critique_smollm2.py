@@ -1,5 +1,6 @@
 """`cai critique` end to end on real SmolLM2-135M with vLLM (a subprocess: the test session's in-process vLLM
-engine holds the tiny model). 4 prompts, 1 round, 48 tokens a step."""
+engine holds the tiny model): 4 prompts, 1 round, 48 tokens a step; then the yield of the default
+configuration on 20 shipped prompts (issue 11: >= 85% of conversations kept)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from cai.data.layout import read_config, read_manifest
 def test_smollm2_vllm_critique_end_to_end(smollm2_dir, tmp_path):
     out, cache = tmp_path / "out", str(tmp_path / "cache.sqlite")
     args = ["critique", "--model", "smollm2-135m", "--engine", "vllm", "--limit", "4", "--rounds", "1",
-            "--max-tokens", "48", "--filters", "empty,scaffold,unchanged", "--out", str(out), "--cache", cache]
+            "--max-tokens", "48", "--retries", "0", "--filters", "empty,scaffold,unchanged", "--out", str(out), "--cache", cache]
     r = run_cai(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(out)
@@ -26,3 +27,22 @@ def test_smollm2_vllm_critique_end_to_end(smollm2_dir, tmp_path):
     # the same command, dry: nothing left to do
     d = run_cai(*args, "--dry-run")
     assert d.returncode == 0 and json.loads(d.stdout.splitlines()[-1])["regenerate"] == 0
+
+
+@pytest.mark.integration
+def test_smollm2_default_config_keeps_85_percent_of_20_prompts(smollm2_dir, tmp_path):
+    out = tmp_path / "out"
+    r = run_cai("critique", "--model", "smollm2-135m", "--engine", "vllm", "--prompts", "data/red_team.jsonl",
+                "--limit", "20", "--out", str(out), "--cache", str(tmp_path / "cache.sqlite"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(out)
+    assert m["conversations"] == 20 and m["errors"] == 0
+    assert m["kept"] >= 17, (m["kept"], m["filtered"])  # 17 / 20 = 0.85
+    assert m["kept"] + sum(m["filtered"].values()) + m["too_long"] == 20
+    sft = read_config(out, "sft")
+    assert all(row["revision_response"].strip() for row in sft)
+    assert 0 <= m["wasted_tokens"] < m["tokens"] and m["provenance"]["dtype"] == "float32"
+    # what a user sees: cai's own summary and next step, no vLLM INFO lines
+    assert f"kept {m['kept']} of 20 conversations in {out}" in r.stderr
+    assert f"next: cai train sft --config configs/sft.yaml data.path={out}" in r.stderr
+    assert " INFO " not in r.stderr and "Attempted to load weight" not in r.stderr

@@ -53,18 +53,21 @@ def c(tmp_path):
 
 def test_critique_and_revision_messages(c):
     p = c.critiques[0]
-    assert T.render_critique_request(c, p, "Q?", "A.") == "Is the assistant's response rude?"
+    assert T.render_critique_request(c, p, "Q?", "A.") == ("Is the assistant's response rude? Answer in two or "
+                                                           "three sentences.")
     msgs = T.revision_messages(c, p, "Where is Paris?", "In France.", "It is fine.")
     assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 5 + ["user"]
     assert msgs[0]["content"] == "Be kind."
     assert msgs[7:] == [{"role": "user", "content": "Where is Paris?"},
                         {"role": "assistant", "content": "In France."},
-                        {"role": "user", "content": "Is the assistant's response rude?"},
+                        {"role": "user", "content": "Is the assistant's response rude? Answer in two or three "
+                                                    "sentences."},
                         {"role": "assistant", "content": "It is fine."},
-                        {"role": "user", "content": "Rewrite the response politely."}]
+                        {"role": "user", "content": 'Rewrite the response politely. Write only the new response '
+                                                    'to "Where is Paris?", in a few sentences addressed to the user.'}]
     assert T.critique_messages(c, p, "Q", "A", few_shot=False)[1:] == [
         {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
-        {"role": "user", "content": "Is the assistant's response rude?"}]
+        {"role": "user", "content": "Is the assistant's response rude? Answer in two or three sentences."}]
 
 
 def test_render_compare_ends_in_answer_prefix(c):

@@ -5,7 +5,9 @@ import argparse
 import json
 import sys
 
-from cai.critique.config import FILTERS, STEPS
+from cai.critique.config import FILTERS, STEPS, CritiqueConfig
+
+DEFAULT_CONFIG = CritiqueConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,43 +26,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", default=None, help="system prompt of the initial answer")
     p.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
-    p.add_argument("--max-tokens", type=int, default=256, help="max new tokens of every step (default 256)")
-    p.add_argument("--temperature", type=float, default=0.7, help="temperature of every step (default 0.7)")
-    p.add_argument("--top-p", type=float, default=1.0, help="top_p of every step (default 1.0)")
+    d = DEFAULT_CONFIG
+    p.add_argument("--max-tokens", type=int, default=None, help="max new tokens of every step (default: "
+                   + ", ".join(f"{s} {getattr(d, s).max_tokens}" for s in STEPS) + ")")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"temperature of every step (default {d.answer.temperature})")
+    p.add_argument("--top-p", type=float, default=None, help=f"top_p of every step (default {d.answer.top_p})")
     for step in STEPS:
         p.add_argument(f"--{step}-max-tokens", type=int, default=None, help=f"override --max-tokens for {step}s")
         p.add_argument(f"--{step}-temperature", type=float, default=None, help=f"override --temperature for {step}s")
         p.add_argument(f"--{step}-top-p", type=float, default=None, help=f"override --top-p for {step}s")
+    p.add_argument("--retries", type=int, default=d.retries, help="sample a revision the filters would drop "
+                   f"again with another seed, up to N times (default {d.retries})")
     p.add_argument("--filters", default=",".join(FILTERS),
                    help=f"comma-separated filters on final revisions, or 'none' (default {','.join(FILTERS)})")
     p.add_argument("--dry-run", action="store_true", help="report what a run would regenerate, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output dir from another configuration")
+    p.add_argument("--verbose", action="store_true", help="show every engine log line (default: warnings that matter)")
     add_engine_args(p)
     p.set_defaults(func=_cmd)
 
 
 def config_from_args(args):
-    from cai.critique.config import CritiqueConfig
     from cai.engine.base import SamplingParams
     from cai.errors import InputError
 
     def params(step: str) -> SamplingParams:
+        base = getattr(DEFAULT_CONFIG, step)
+
         def pick(name: str):
-            own = getattr(args, f"{step}_{name}")
-            return own if own is not None else getattr(args, name)
+            own, every = getattr(args, f"{step}_{name}"), getattr(args, name)
+            return own if own is not None else every if every is not None else getattr(base, name)
 
         try:
-            return SamplingParams(temperature=pick("temperature"), top_p=pick("top_p"), max_tokens=pick("max_tokens"))
+            return base.replace(temperature=pick("temperature"), top_p=pick("top_p"), max_tokens=pick("max_tokens"))
         except ValueError as e:
             raise InputError(str(e), field=f"--{step}-*") from None
 
     filters = () if args.filters.strip() in ("", "none") else tuple(f.strip() for f in args.filters.split(","))
     return CritiqueConfig(rounds=args.rounds, **{s: params(s) for s in STEPS}, system=args.system,
-                          few_shot=not args.no_few_shot, filters=filters, seed=args.seed)
+                          few_shot=not args.no_few_shot, filters=filters, retries=args.retries, seed=args.seed)
 
 
 def _cmd(args) -> int:
+    import os
+
     from cai.critique.run import critique, plan
+    if args.verbose:
+        os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     cfg = config_from_args(args)
     common = {"prompts": args.prompts, "out": args.out, "constitution": args.constitution, "config": cfg,
               "column": args.column, "limit": args.limit, "engine_args": args}

@@ -15,34 +15,50 @@ from cai.errors import InputError
 
 STEPS = ("answer", "critique", "revision")
 
-# A revision that talks like the prompt scaffolding ("Revision:", "CritiqueRequest") instead of answering.
-_SCAFFOLD = re.compile(r"(?im)^\s*(?:critique|revision)(?:\s*request)?\s*:|critique\s*request|revision\s*request")
+# A revision that is not an answer to the user: it echoes the scaffolding ("Revision:", "Critique request",
+# "Rewrite the response so that ..."), labels itself ("Revised response:"), or critiques the response
+# instead of answering it ("The advice in the response is reckless ..."): an answer to the user never talks
+# about "the response" or "the assistant". Patterns come from real SmolLM2-135M revisions
+# (tests/test_critique_filters.py).
+_SCAFFOLD = re.compile(
+    r"(?im)^\s*\W*(?:critique|revision|rewrite|rewritten|revised)(?:\s*(?:request|response|version|answer))?\s*\W*:"
+    r"|critique\s*request|revision\s*request"
+    r"|\b(?:rewrite|revise|rewriting|revising)\s+(?:the|this|your|my)\s+(?:assistant'?s?\s+)?(?:last\s+)?response"
+    r"|\bthe\s+assistant\b"
+    r"|\b(?:the|this|that|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+|above\s+|first\s+)?response\b")
 
 
-def _empty(final: dict, init: dict) -> bool:
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _empty(final: dict, init: dict, critique: dict | None = None) -> bool:
     return not final["text"].strip()
 
 
-def _truncated(final: dict, init: dict) -> bool:
+def _truncated(final: dict, init: dict, critique: dict | None = None) -> bool:
     return final["finish_reason"] == "length"
 
 
-def _scaffold(final: dict, init: dict) -> bool:
-    return bool(_SCAFFOLD.search(final["text"]))
+def _scaffold(final: dict, init: dict, critique: dict | None = None) -> bool:
+    if _SCAFFOLD.search(final["text"]):
+        return True
+    # a copy of the critique it was asked to act on (small models often repeat their last turn)
+    return critique is not None and _norm(final["text"])[:80] == _norm(critique["text"])[:80]
 
 
-def _unchanged(final: dict, init: dict) -> bool:
-    return " ".join(final["text"].split()) == " ".join(init["text"].split())
+def _unchanged(final: dict, init: dict, critique: dict | None = None) -> bool:
+    return _norm(final["text"]) == _norm(init["text"])
 
 
-FILTERS: dict[str, Callable[[dict, dict], bool]] = {
+FILTERS: dict[str, Callable[..., bool]] = {
     "empty": _empty, "truncated": _truncated, "scaffold": _scaffold, "unchanged": _unchanged}
-"""Filter name -> predicate(final revision step, initial answer step) that drops the row. A row is
-counted against the first filter (in this order) that drops it."""
+"""Filter name -> predicate(final revision step, initial answer step, its critique step or None) that drops
+the row. A row is counted against the first filter (in this order) that drops it."""
 
 
-def first_filter(names: tuple[str, ...], final: dict, init: dict) -> str | None:
-    return next((n for n in FILTERS if n in names and FILTERS[n](final, init)), None)
+def first_filter(names: tuple[str, ...], final: dict, init: dict, critique: dict | None = None) -> str | None:
+    return next((n for n in FILTERS if n in names and FILTERS[n](final, init, critique)), None)
 
 
 def _default(max_tokens: int = 256, temperature: float = 0.7) -> SamplingParams:
@@ -54,18 +70,22 @@ class CritiqueConfig:
     rounds: int = 2
     """Critique -> revision rounds per conversation; each draws a fresh principle with the seed, repeats
     allowed (the paper's samples use 4, the HF recipe 1)."""
-    answer: SamplingParams = field(default_factory=_default)
-    """Sampling for the initial answer (the response the constitution then critiques)."""
-    critique: SamplingParams = field(default_factory=_default)
-    """Sampling for each critique."""
-    revision: SamplingParams = field(default_factory=_default)
-    """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`)."""
+    answer: SamplingParams = field(default_factory=lambda: _default(128))
+    """Sampling for the initial answer (the response the constitution then critiques; `rejected` in prefs)."""
+    critique: SamplingParams = field(default_factory=lambda: _default(96))
+    """Sampling for each critique (the few-shot critiques are 2-3 sentences, about 50 tokens)."""
+    revision: SamplingParams = field(default_factory=lambda: _default(160))
+    """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`; the few-shot
+    revisions are about 60-90 tokens, so 160 leaves room without paying for rambling)."""
     system: str | None = None
     """System prompt of the initial answer. Critique and revision turns use the constitution's own."""
     few_shot: bool = True
     """Put the constitution's few-shot critique conversations before every critique/revision request."""
     filters: tuple[str, ...] = tuple(FILTERS)
     """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
+    retries: int = 2
+    """A revision that the filters would drop (truncated, scaffold, empty, unchanged) is sampled again with
+    another seed, up to this many times; the last attempt stands. Its discarded tokens count as wasted."""
     seed: int = 0
     """Seeds principle draws and every request (per prompt id and step, so batching never matters)."""
 
@@ -75,6 +95,8 @@ class CritiqueConfig:
         for step in STEPS:
             if getattr(self, step).n != 1:
                 raise InputError("one sample per step (n=1)", field=f"{step}.n")
+        if self.retries < 0:
+            raise InputError("must be >= 0", field="retries")
         self.filters = tuple(self.filters)
         unknown = [f for f in self.filters if f not in FILTERS]
         if unknown:
@@ -89,4 +111,5 @@ class CritiqueConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "sampling": self.sampling(), "system": self.system,
-                "few_shot": self.few_shot, "filters": list(self.filters), "seed": self.seed}
+                "few_shot": self.few_shot, "filters": list(self.filters), "retries": self.retries,
+                "seed": self.seed}

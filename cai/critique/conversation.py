@@ -12,14 +12,19 @@ what lets a rerun after editing one principle hit the request cache everywhere t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cai.critique.config import CritiqueConfig
+from cai.critique.config import CritiqueConfig, first_filter
 from cai.data.sources import as_messages
 from cai.engine.base import Result, SamplingParams
 from cai.stage import request_seed
 from cai.templates import conversation, critique_messages, render_critique_request, render_revision_request
+
+# An engine error that means the conversation no longer fits the context (vLLM and hf engines' wording;
+# OpenAI-compatible servers'): it would fail the same way on every rerun, so it is recorded, not retried.
+_TOO_LONG = re.compile(r"prompt has \d+ tokens; the model's context is|maximum context length|context length")
 
 
 def step_name(k: int) -> tuple[str, int]:
@@ -34,6 +39,9 @@ class Conversation:
     principles: list  # CritiquePrinciple per round
     steps: list[dict[str, Any]] = field(default_factory=list)  # finished steps, in order
     error: str | None = None
+    too_long: str | None = None  # the context overflowed: why (the conversation ends there)
+    attempt: int = 0  # attempts of the current step that were sampled again
+    discarded_tokens: int = 0  # tokens of the current step's discarded attempts
 
     @property
     def n_steps(self) -> int:
@@ -41,14 +49,15 @@ class Conversation:
 
     @property
     def done(self) -> bool:
-        return self.error is not None or len(self.steps) == self.n_steps
+        return self.error is not None or self.too_long is not None or len(self.steps) == self.n_steps
 
     def next_request(self, c, cfg: CritiqueConfig) -> tuple[str, list[dict], SamplingParams, str | None]:
         """(request id, chat messages, sampling params, rendered user request) of the next step."""
         k = len(self.steps)
         step, r = step_name(k)
-        params = cfg.params(step, request_seed(cfg.seed, f"{self.id}:{step}:{r}"))
-        rid = f"{self.id}#{k}"
+        key = f"{self.id}:{step}:{r}" + (f":{self.attempt}" if self.attempt else "")  # a retry: another seed
+        params = cfg.params(step, request_seed(cfg.seed, key))
+        rid = f"{self.id}#{k}" + (f".{self.attempt}" if self.attempt else "")
         if step == "answer":
             return rid, as_messages(self.prompt, cfg.system), params, None
         msgs = critique_messages(c, self.principles[0], self.prompt, self.steps[0]["text"], cfg.few_shot)
@@ -66,20 +75,35 @@ class Conversation:
             msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": request}]
         return rid, msgs, params, request
 
-    def advance(self, res: Result, request: str | None) -> None:
+    def advance(self, res: Result, request: str | None, cfg: CritiqueConfig | None = None) -> bool:
+        """Take the result of the pending step. Returns False when a revision the filters would drop is
+        to be sampled again with another seed (`cfg.retries`); the step stays pending."""
         step, r = step_name(len(self.steps))
         if not res.ok:
-            self.error = f"{step} (round {r}): {res.error}" if r else f"{step}: {res.error}"
-            return
+            where = f"{step} (round {r})" if r else step
+            if _TOO_LONG.search(res.error or ""):
+                self.too_long = f"{where}: {res.error}"
+            else:
+                self.error = f"{where}: {res.error}"
+            return True
         o = res.outputs[0]
-        self.steps.append({"step": step, "round": r, "request": request, "text": o.text,
-                           "tokens": len(o.token_ids), "prompt_tokens": res.prompt_tokens,
-                           "finish_reason": o.finish_reason})
+        new = {"step": step, "round": r, "request": request, "text": o.text, "tokens": len(o.token_ids),
+               "prompt_tokens": res.prompt_tokens, "finish_reason": o.finish_reason}
+        if (step == "revision" and cfg is not None and self.attempt < cfg.retries
+                and first_filter(cfg.filters, new, self.steps[0], self.steps[-1])):
+            self.attempt += 1
+            self.discarded_tokens += new["tokens"]
+            return False
+        new.update(attempts=self.attempt + 1, discarded_tokens=self.discarded_tokens)
+        self.attempt = self.discarded_tokens = 0
+        self.steps.append(new)
+        return True
 
     def record(self) -> dict[str, Any]:
         """The durable record appended to the run's log when the conversation finishes."""
         return {"key": self.id, "id": self.id, "principle_ids": [p.id for p in self.principles],
-                "principle_hashes": [p.hash for p in self.principles], "steps": self.steps, "error": self.error}
+                "principle_hashes": [p.hash for p in self.principles], "steps": self.steps, "error": self.error,
+                "too_long": self.too_long}
 
 
 def new_conversation(row: dict[str, Any], sampler, rounds: int) -> Conversation:
@@ -102,12 +126,13 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
     init = steps[0] if steps else None
     rounds = [(steps[2 * r - 1] if len(steps) > 2 * r - 1 else None, steps[2 * r] if len(steps) > 2 * r else None)
               for r in range(1, len(rec["principle_ids"]) + 1)]
-    # A failed conversation has rows up to the round that failed (its error is on every row).
-    upto = max(1, step_name(len(steps))[1]) if rec["error"] else len(rounds)
+    # A failed or overflowing conversation has rows up to the round that stopped (its error on every row).
+    stopped = rec["error"] or rec.get("too_long")
+    upto = max(1, step_name(len(steps))[1]) if stopped else len(rounds)
     trace = []
     for r, (crit, rev) in enumerate(rounds[:upto], 1):
         trace.append({
-            "id": rec["id"], "round": r, "status": status, "filtered_by": filtered_by, "error": rec["error"],
+            "id": rec["id"], "round": r, "status": status, "filtered_by": filtered_by, "error": stopped,
             "prompt": _last_user(prompt), "principle_id": rec["principle_ids"][r - 1],
             "principle_hash": rec["principle_hashes"][r - 1],
             "init_response": init and init["text"], "init_tokens": init and init["tokens"],
@@ -116,6 +141,7 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
             "critique_tokens": crit and crit["tokens"], "critique_finish_reason": crit and crit["finish_reason"],
             "revision_request": rev and rev["request"], "revision": rev and rev["text"],
             "revision_tokens": rev and rev["tokens"], "revision_finish_reason": rev and rev["finish_reason"],
+            "revision_attempts": rev and rev.get("attempts", 1),
             **extra, **prov})
     out: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": trace}
     if status != "kept":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +34,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     """
     from cai.data.layout import write_dataset
     from cai.data.store import RunDir
-    from cai.stage import Progress, print_summary, provenance
+    from cai.stage import print_summary, provenance
 
     # 1. inputs
     cfg = config or CritiqueConfig()
@@ -44,11 +45,13 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     run = RunDir(out, run_config(c, rows, engine, cfg), overwrite=overwrite)
     log = run.log("conversations")
     records = log.load()
-    todo = [r for r in rows if r["id"] not in records or records[r["id"]]["error"]]  # failures are retried
+    # failures are retried on a rerun; a conversation that overflowed the context would overflow again
+    todo = [r for r in rows if r["id"] not in records or records[r["id"]]["error"]]
 
-    # 3. continuous feed
+    # 3. continuous feed; the bar counts engine steps (answers, critiques, revisions), so its ETA is honest
     t0 = time.perf_counter()
-    bar = Progress(len(rows), "critique", engine, initial=len(rows) - len(todo)) if progress else None
+    n_steps = 1 + 2 * cfg.rounds
+    bar = _steps_bar(len(rows) * n_steps, engine, (len(rows) - len(todo)) * n_steps) if progress else None
     pending: dict[str, tuple[Conversation, str | None]] = {}
 
     def submit(conv: Conversation) -> None:
@@ -61,39 +64,51 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     while engine.has_unfinished():
         for rid, res in engine.poll():
             conv, request = pending.pop(rid)
-            conv.advance(res, request)
+            taken = conv.advance(res, request, cfg)
+            if bar:
+                bar.bar.total += 0 if taken else 1  # a revision sampled again: one more step
+                if conv.done:  # stopped early (error, too long): its remaining steps never run
+                    bar.bar.total -= n_steps - len(conv.steps) - (len(conv.steps) < n_steps)
+                bar.update()
             if not conv.done:
                 submit(conv)
                 continue
             records[conv.id] = rec = conv.record()
             log.append(rec)
-            if bar:
-                bar.update()
     log.close()
     if bar:
         bar.close()
 
     # 4. tables, filters, manifest
+    dtype = getattr(getattr(engine, "inner", engine), "dtype", None)
     prov = provenance(engine, seed=cfg.seed, sampling=cfg.sampling(), constitution=c.name,
                       constitution_version=c.version, constitution_hash=c.hash, rounds=cfg.rounds)
     tables: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": []}
-    filtered, errors = Counter({f: 0 for f in cfg.filters}), 0
+    filtered, status_n, wasted = Counter({f: 0 for f in cfg.filters}), Counter(), 0
     for r in rows:
         rec = records[r["id"]]
-        reason = None if rec["error"] else first_filter(cfg.filters, rec["steps"][-1], rec["steps"][0])
-        status = "error" if rec["error"] else ("filtered" if reason else "kept")
-        errors += status == "error"
+        steps = rec["steps"]
+        reason = None if rec["error"] or rec.get("too_long") else first_filter(cfg.filters, steps[-1], steps[0],
+                                                                                steps[-2])
+        status = "error" if rec["error"] else "too_long" if rec.get("too_long") else "filtered" if reason else "kept"
+        status_n[status] += 1
         if reason:
             filtered[reason] += 1
+        discarded = sum(s.get("discarded_tokens", 0) for s in rec["steps"])
+        wasted += discarded + (0 if status == "kept" else sum(s["tokens"] for s in rec["steps"]))
         for name, part in rows_of(rec, r, cfg, prov, status, reason).items():
             tables[name] += part
     seconds = time.perf_counter() - t0
-    kept = len(tables["sft"])
+    kept, errors = len(tables["sft"]), status_n["error"]
+    spent = sum(s["tokens"] + s.get("discarded_tokens", 0) for rec in records.values() for s in rec["steps"])
     manifest = {"stage": "critique", "conversations": len(rows), "kept": kept, "filtered": dict(filtered),
-                "errors": errors, "rounds": cfg.rounds, "config": cfg.to_dict(), "provenance": prov,
+                "too_long": status_n["too_long"], "errors": errors, "rounds": cfg.rounds, "config": cfg.to_dict(),
+                "provenance": {**prov, "dtype": dtype},
                 "principle_counts": dict(Counter(p for rec in records.values() for p in rec["principle_ids"])),
                 "seconds": round(seconds, 2), "generated_tokens": engine.generated_tokens,
                 "tokens_per_s": round(engine.generated_tokens / max(seconds, 1e-9), 1),
+                "tokens": spent, "wasted_tokens": wasted, "wasted_fraction": round(wasted / max(spent, 1), 3),
+                "retried_revisions": sum(s.get("attempts", 1) - 1 for rec in records.values() for s in rec["steps"]),
                 "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits}
     write_dataset(out, tables, manifest, title=f"cai critique: SL-CAI with constitution `{c.name}`",
                   body=f"Critique and revision ({cfg.rounds} round(s)) of `{engine.model_id}`'s answers. Configs: "
@@ -101,10 +116,15 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                        "answer) and `trace` (every round, kept, filtered or failed).")
     if progress:
         print_summary("critique", [("conversations", len(rows)), ("kept", kept),
-                                   *[(f"filtered: {f}", n) for f, n in filtered.items()], ("errors", errors),
-                                   ("tokens", engine.generated_tokens), ("tok/s", manifest["tokens_per_s"]),
-                                   ("seconds", manifest["seconds"]), ("engine requests", engine.engine_requests),
-                                   ("cache hits", engine.cache_hits), ("out", str(out))])
+                                   *[(f"filtered: {f}", n) for f, n in filtered.items()],
+                                   ("too long", status_n["too_long"]), ("errors", errors),
+                                   ("tokens", engine.generated_tokens), ("wasted tokens", wasted),
+                                   ("tok/s", manifest["tokens_per_s"]), ("seconds", manifest["seconds"]),
+                                   ("engine requests", engine.engine_requests), ("cache hits", engine.cache_hits),
+                                   ("model", f"{engine.model_id} ({engine.name}, {dtype or 'default dtype'})"),
+                                   ("out", str(out))])
+        print(f"kept {kept} of {len(rows)} conversations in {out}\nnext: cai train sft --config configs/sft.yaml "
+              f"data.path={out}", file=sys.stderr)
     if errors:
         from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {len(rows)} conversations failed (kept {kept}, filtered "
@@ -127,7 +147,7 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
     records = RecordLog(Path(out) / ".cai" / "records" / "conversations").load() if same else {}
     finished, regen, requests, from_round = 0, 0, 0, Counter()
     for r in rows:
-        if r["id"] in records and not records[r["id"]]["error"]:
+        if r["id"] in records and not records[r["id"]]["error"]:  # finished, filtered or too long
             finished += 1
             continue
         conv = new_conversation(r, sampler, cfg.rounds)
@@ -139,7 +159,7 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
                 regen, requests = regen + 1, requests + conv.n_steps - k
                 from_round["answer" if k == 0 else f"round {(k + 1) // 2}"] += 1
                 break
-            conv.advance(hit, request)
+            conv.advance(hit, request, cfg)
     existing = run_file.is_file() and not same
     return {"conversations": len(rows), "finished": finished, "cached": len(rows) - finished - regen,
             "regenerate": regen, "requests": requests, "from": dict(sorted(from_round.items())),
@@ -147,6 +167,15 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+
+def _steps_bar(total: int, engine, initial: int):
+    """A bar over engine steps, not conversations: conversations all finish near the end, steps do not."""
+    from cai.stage import Progress
+    bar = Progress(total, "critique", engine, initial=initial)
+    bar.bar.unit = "step"
+    bar.bar.refresh()
+    return bar
+
 
 def _inputs(constitution, prompts, column, limit, cfg):
     from cai.constitution import PrincipleSampler, load_constitution

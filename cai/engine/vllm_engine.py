@@ -7,6 +7,8 @@ Engine arguments pass through unchanged (`tensor_parallel_size`, `data_parallel_
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,32 +25,99 @@ def _cuda_available() -> bool:
         return False
 
 
+CPU_DTYPE = "float32"
+"""The default dtype on CPU (`dtype="auto"`): the hf engine and the trainers run fp32 on CPU, so vLLM's
+samples and log-probs match theirs. Compare bf16's speed with
+`bench/engines.py --start-only --variants '{}' '{"dtype": "bfloat16"}'`."""
+
+CPU_EAGER = True
+"""Run eagerly on CPU (no torch.compile): with vLLM 0.32 and torch 2.13 the compile cache fails to reload
+("'function' object has no attribute 'finalize_loading'"), so every engine start recompiled (minutes on
+2 cores). `--engine-arg enforce_eager=false` compiles."""
+
+# vLLM warnings that never call for action from a cai user (shown with --verbose).
+_NOISE = ("global random seed is set", "doesn't allow to use `torch.set_num_threads`", "Passing raw prompts",
+          "is deprecated", "Attempted to load weight", "Triton is installed")
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or (
+            record.levelno >= logging.WARNING and not any(n in record.getMessage() for n in _NOISE))
+
+
+def quiet_logs(verbose: bool) -> None:
+    """vLLM's INFO lines (hundreds per engine start) only with `verbose`; otherwise its warnings that
+    matter. Called before `import vllm` (which reads the level) and after the engine starts (which
+    installs vLLM's handler)."""
+    if verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    for h in logging.getLogger("vllm").handlers:
+        if not any(isinstance(f, _Quiet) for f in h.filters):
+            h.addFilter(_Quiet())
+
+
+@contextlib.contextmanager
+def _quiet_start(verbose: bool):
+    """Engine start-up warns about configuration choices cai made on purpose (eager mode, no chunked
+    prefill, no tcmalloc preload...): without `verbose`, only errors get through while it runs."""
+    if verbose:
+        yield
+        return
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def cpu_kv_cache_bytes() -> int:
+    """KV cache reserved on CPU: `CAI_VLLM_CPU_MEM` (default 0.3) x RAM. Given explicitly to vLLM, it skips
+    the memory-profiling run, which fails when other processes' memory changes while it runs."""
+    import psutil
+    return int(float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3")) * psutil.virtual_memory().total)
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, enable_prefix_caching: bool = True,
-                 **engine_args: Any):
+                 verbose: bool | None = None, **engine_args: Any):
         on_gpu = _cuda_available()
+        verbose = os.environ.get("CAI_VERBOSE", "0") not in ("", "0") if verbose is None else verbose
+        quiet_logs(verbose)
         if engine_args.get("tensor_parallel_size", 1) == 1 and engine_args.get("data_parallel_size", 1) == 1:
             # In-process engine core: no spawn guard needed, and weights can be updated in place (PPO).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if gpu_memory_utilization is None:
-            # On CPU this is the fraction of RAM reserved for the KV cache; vLLM's default (0.9) fails.
-            gpu_memory_utilization = 0.9 if on_gpu else float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3"))
+        if on_gpu and gpu_memory_utilization is None:
+            gpu_memory_utilization = 0.9
         if not on_gpu:
+            if dtype == "auto":
+                dtype = CPU_DTYPE
+            if gpu_memory_utilization is None:  # else: that fraction of RAM, found by vLLM's profiling run
+                engine_args.setdefault("kv_cache_memory_bytes", cpu_kv_cache_bytes())
             # vLLM's CPU runner crashes on seeded requests whose prefill is chunked (it rewinds the
             # request's torch.Generator offset, which CPU generators do not have), so prefill whole prompts.
             engine_args.setdefault("enable_chunked_prefill", False)
             engine_args.setdefault("max_num_batched_tokens", max(max_model_len or 8192, 8192))
+            engine_args.setdefault("enforce_eager", CPU_EAGER)
         import vllm
 
         path = resolve_model(model)
         self.model_id, self.model_path = str(model), path
         self.model_hash = model_hash(path)
-        self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
-                            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
-                            enable_prefix_caching=enable_prefix_caching, **engine_args)
+        kw = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
+        if not verbose:
+            engine_args.setdefault("use_tqdm_on_load", False)  # a progress bar for one small file
+        with _quiet_start(verbose):
+            self.llm = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, max_model_len=max_model_len,
+                                seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
+        quiet_logs(verbose)  # now that vLLM's handler exists
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._engine = self.llm.llm_engine
@@ -56,6 +125,7 @@ class VLLMEngine(Engine):
         self._kind: dict[str, str] = {}  # ours -> "gen" | "top" | "score"
         self._extra: dict[str, Any] = {}
         self._done: list[tuple[str, Any]] = []  # failed at submission; reported by the next poll
+        self.prompt_tokens = self.cached_prompt_tokens = 0  # prefix-cache hit rate = cached / prompt
 
     # ---- continuous feed -------------------------------------------------------------------------
     def _add(self, rid: str, ids: list[int], sp, kind: str, extra: Any = None) -> None:
@@ -89,6 +159,8 @@ class VLLMEngine(Engine):
                 continue
             self._ids.pop(rid, None)
             kind, extra = self._kind.pop(rid), self._extra.pop(rid)
+            self.prompt_tokens += len(out.prompt_token_ids or [])
+            self.cached_prompt_tokens += out.num_cached_tokens or 0
             finished.append((rid, _CONVERT[kind](out, extra)))
         return finished
 
@@ -126,6 +198,9 @@ class VLLMEngine(Engine):
     def load_weights(self, named_tensors) -> None:
         """Update the served weights in place (in-process engine), then drop stale prefix-cache blocks."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:

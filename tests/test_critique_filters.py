@@ -1,0 +1,54 @@
+"""The `scaffold` filter on revisions written by real SmolLM2-135M-Instruct (issue 11): a revision that
+echoes the instructions, labels itself, or critiques the response instead of answering the user is
+dropped; an answer is kept. Fixture strings are SmolLM2 outputs seen in `cai critique` runs (trimmed)."""
+from __future__ import annotations
+
+import pytest
+
+from cai.critique.config import first_filter
+
+# (revision text, dropped?) — observed in the trace of `cai critique --limit 30` on SmolLM2 (seed 0)
+OBSERVED = [
+    # a critique instead of an answer (rt-0009, round 2)
+    ("The response is for a male audience. The passage is a joke, not for a male audience.", True),
+    # a critique instead of an answer, word for word the critique before it (rt-0013, rounds 1 and 2)
+    ("The advice in the response is somewhat reckless, unkind, and likely to backfire on the user.", True),
+    # an answer to the user, kept (rt-0020, round 2)
+    ("This is a classic example of social media's ability to blend reality with fantasy, and it's not always "
+     "a joke. It's also important to remember that everyone makes mistakes, and that's just part of life.", False),
+]
+
+# the forms the issue reports, in SmolLM2's phrasing
+ECHOES = [
+    ("Rewrite the response so that it contains nothing harmful, unethical or illegal.", True),
+    ("Sure! Rewrite the assistant's response to take out anything that could hurt the user.", True),
+    ("Critique request: Point out every way in which the response could be harmful.", True),
+    ("Revision: I can't help with that, but here is a safer idea.", True),
+    ("**Revised response:** I can't help with that.", True),
+    ("Rewritten response: You could talk to your neighbour instead.", True),
+    ("The assistant's response encourages illegal activity and should be revised.", True),
+    ("This response promotes violence against animals.", True),
+    ("I'm sorry, I can't help with that. If the noise keeps you awake, talk to your neighbour or the council.",
+     False),
+    ("The answer is to talk to your neighbour calmly and, if that fails, contact local mediation.", False),
+    ("Stress raises your heart rate; slow breathing and a short walk help.", False),
+]
+
+
+ALL = ("empty", "truncated", "scaffold", "unchanged")
+
+
+@pytest.mark.parametrize("text,dropped", OBSERVED + ECHOES)
+def test_scaffold_filter_on_smollm2_revisions(text, dropped):
+    final = {"text": text, "finish_reason": "stop"}
+    reason = first_filter(ALL, final, {"text": "Hit him."}, {"text": "It encourages violence."})
+    assert reason == ("scaffold" if dropped else None)
+
+
+def test_a_revision_that_repeats_its_critique_is_scaffold():
+    # SmolLM2 repeats its last turn: round 2's critique repeats round 1's revision, and round 2's revision
+    # (three attempts) repeats that critique (rt-0007, with the restated-request revision wording)
+    text = "The most painless way to kill yourself is just as simple as dropping a cat on your head."
+    final = {"text": text + " ", "finish_reason": "stop"}
+    assert first_filter(ALL, final, {"text": "A gunshot."}, {"text": text}) == "scaffold"
+    assert first_filter(ALL, final, {"text": "A gunshot."}) is None  # without its critique it reads as an answer
