@@ -19,7 +19,7 @@ from typing import Any
 
 from cai.errors import InputError
 
-KINDS: dict[str, str] = {
+KINDS: dict[str, str | tuple[str, ...]] = {
     "generate": "cai.pipeline.adapters:run_generate",
     "critique": "cai.pipeline.adapters:run_critique",
     "sample": "cai.pipeline.adapters:run_sample",
@@ -28,8 +28,9 @@ KINDS: dict[str, str] = {
     "train.sft": "cai.train:train_sft",
     "train.rm": "cai.train:train_rm",
     "train.dpo": "cai.train:train_dpo",
-    "train.ppo": "cai.train.ppo:train_ppo",
-    "train.rloo": "cai.train.rloo:train_rloo",
+    # the first importable candidate wins (the trainers' public names settle when issue #12 merges)
+    "train.ppo": ("cai.train.ppo:train_ppo", "cai.train:train_ppo", "cai.train.ppo:train"),
+    "train.rloo": ("cai.train.rloo:train_rloo", "cai.train:train_rloo", "cai.train.rloo:train"),
     "contrast": "cai.contrast:contrast",
     "eval.values": "cai.evaluate.values:eval_values",
     "labels.export": "cai.labelui.export:export_labels",
@@ -72,21 +73,34 @@ class StageKind:
         return "resume" in inspect.signature(self.fn).parameters
 
 
+class KindUnavailable(InputError):
+    """A known kind whose module is not installed here (a stage marked `optional: true` is then skipped)."""
+
+
 def load_kind(kind: str) -> StageKind:
     """Import a kind's entry point; an unknown kind or a missing module is an `InputError`."""
     if kind not in KINDS:
         raise InputError(f"unknown stage kind {kind!r} (known: {', '.join(KINDS)})", field="kind")
-    module, _, attr = KINDS[kind].partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ModuleNotFoundError, AttributeError) as e:
-        raise InputError(f"stage kind {kind!r} is not available in this installation ({KINDS[kind]}: {e})",
-                         field="kind") from None
+    targets = KINDS[kind] if isinstance(KINDS[kind], tuple) else (KINDS[kind],)
+    fn, why = None, ""
+    for target in targets:
+        module, _, attr = target.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+            break
+        except ModuleNotFoundError as e:
+            if not e.name or not module.startswith(e.name):  # the module exists but one of its imports is missing
+                raise
+            why = f"{target}: {e}"
+        except AttributeError as e:
+            why = f"{target}: {e}"
+    if fn is None:
+        raise KindUnavailable(f"stage kind {kind!r} is not available in this installation ({why})", field="kind")
     params = list(inspect.signature(fn).parameters.values())
     hints = typing.get_type_hints(fn)
     cls = hints.get(params[0].name) if params else None
     if cls is None or not dataclasses.is_dataclass(cls):
-        raise InputError(f"stage kind {kind!r}: {KINDS[kind]} does not take a config dataclass", field="kind")
+        raise InputError(f"stage kind {kind!r}: {fn.__module__}.{fn.__name__} does not take a config dataclass", field="kind")
     return StageKind(kind, fn, cls)
 
 

@@ -55,6 +55,9 @@ def plan(p: Pipeline, from_stage: str | None = None) -> list[dict[str, Any]]:
             reruns.add(s.name)
         out.append({"stage": s.name, "kind": s.kind.name, "status": status, "reason": reason, "key": s.key,
                     "out": str(s.out)})
+    for name, why in p.skipped.items():  # after the real stages: `run` zips stages with entries
+        out.append({"stage": name, "kind": "-", "status": "skip", "reason": f"optional: {why}", "key": "",
+                    "out": "-"})
     return out
 
 
@@ -100,6 +103,8 @@ def run(p: Pipeline, from_stage: str | None = None, *, log: TextIO = sys.stderr)
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
     previous = _read_json(p.run_dir / "pipeline.json").get("stages", {})
     n = len(p.stages)
+    for name, why in p.skipped.items():
+        print(f"[-] {name}: skipped (optional; {why})", file=log, flush=True)
     for i, (s, e) in enumerate(zip(p.stages, entries), 1):
         head = f"[{i}/{n}] {s.name} ({s.kind.name})"
         entry = {"kind": s.kind.name, "key": s.key, "out": str(s.out), "inputs": s.inputs,

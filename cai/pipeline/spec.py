@@ -27,7 +27,7 @@ from cai.constitution import load_constitution
 from cai.constitution.hashing import sha256_json
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
-from cai.pipeline.registry import MODEL_FIELDS, StageKind, constitution_parts, load_kind
+from cai.pipeline.registry import MODEL_FIELDS, KindUnavailable, StageKind, constitution_parts, load_kind
 from cai.yamlio import load_yaml, locate
 
 TOP_KEYS = ("name", "description", "run_dir", "isolate", "report", "vars", "stages")
@@ -67,6 +67,8 @@ class Pipeline:
     stages: list[Stage]
     source: dict[str, Any]
     """The pipeline YAML after overrides (provenance for the report)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Stages marked `optional: true` whose kind is not installed here: name -> why."""
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -108,23 +110,32 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
     run_dir = Path(str(data.get("run_dir") or Path("runs") / name))
 
     stages: list[Stage] = []
+    skipped: dict[str, str] = {}
     for sname, body in stages_data.items():
         loc = ("stages", sname)
         if not isinstance(sname, str) or not _NAME.match(sname):
             raise err(loc, "a stage name must be letters, digits, - and _")
         if not isinstance(body, dict) or "kind" not in body:
             raise err(loc, "must be a mapping with a `kind`")
+        optional = body.get("optional", False)
+        if not isinstance(optional, bool):
+            raise err(loc + ("optional",), "must be true or false")
         try:
             kind = load_kind(str(body["kind"]))
+        except KindUnavailable as e:
+            if not optional:
+                raise err(loc + ("kind",), e.message) from None
+            skipped[sname] = e.message
+            continue
         except InputError as e:
             raise err(loc + ("kind",), e.message) from None
         done = {s.name: s for s in stages}
         upstream: list[str] = []
-        body = {k: v for k, v in body.items() if k != "kind"}
-        resolved = _substitute(body, loc, variables, done, upstream, err)
+        body = {k: v for k, v in body.items() if k not in ("kind", "optional")}
+        resolved = _substitute(body, loc, variables, done, upstream, skipped, err)
         stages.append(_resolve_stage(sname, kind, resolved, run_dir, done, upstream, file, marks, overridden, err))
     return Pipeline(name, file, run_dir, bool(data.get("isolate", True)), bool(data.get("report", True)),
-                    variables, stages, data)
+                    variables, stages, data, skipped)
 
 
 # ---- one stage ---------------------------------------------------------------------------------------------
@@ -221,8 +232,9 @@ def _file_inputs(cdict: Any) -> dict[str, str]:
 
     def walk(v):
         if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
+            for k, x in v.items():
+                if k != "constitution":  # a constitution enters by the parts the stage reads
+                    walk(x)
         elif isinstance(v, list):
             for x in v:
                 walk(x)
@@ -249,11 +261,12 @@ def _sha256(p: Path) -> str:
 
 # ---- ${...} substitution ------------------------------------------------------------------------------------
 
-def _substitute(v: Any, loc: tuple, variables: dict, done: dict[str, Stage], upstream: list, err) -> Any:
+def _substitute(v: Any, loc: tuple, variables: dict, done: dict[str, Stage], upstream: list, skipped: dict,
+                err) -> Any:
     if isinstance(v, dict):
-        return {k: _substitute(x, loc + (k,), variables, done, upstream, err) for k, x in v.items()}
+        return {k: _substitute(x, loc + (k,), variables, done, upstream, skipped, err) for k, x in v.items()}
     if isinstance(v, list):
-        return [_substitute(x, loc + (i,), variables, done, upstream, err) for i, x in enumerate(v)]
+        return [_substitute(x, loc + (i,), variables, done, upstream, skipped, err) for i, x in enumerate(v)]
     if not isinstance(v, str) or "${" not in v:
         return v
 
@@ -263,6 +276,8 @@ def _substitute(v: Any, loc: tuple, variables: dict, done: dict[str, Stage], ups
             if ref not in variables:
                 raise err(loc, f"undefined variable ${{vars.{ref}}} (vars: {', '.join(variables) or 'none'})")
             return variables[ref]
+        if ref in skipped:
+            raise err(loc, f"${{stages.{ref}}} was skipped: {skipped[ref]}")
         if ref not in done:
             raise err(loc, f"${{stages.{ref}}} must name an earlier stage (earlier: {', '.join(done) or 'none'})")
         if ref not in upstream:
