@@ -83,6 +83,11 @@ def run_logged(f: Path, tmp_path: Path, **kw) -> list[str]:
     return log.getvalue().splitlines()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache"))  # weights-hash memos, DPO ref log-probs
+
+
 def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
     f = write_pipeline(tmp_path, tiny_model)
     p = load_pipeline(f, [f"run_dir={tmp_path / 'run'}"])
