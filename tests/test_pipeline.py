@@ -11,6 +11,7 @@ import pytest
 
 from cai.errors import InputError
 from cai.pipeline import load_pipeline, plan, run
+from cai.pipeline.registry import KINDS
 from cai.pipeline.run import StageFailed
 
 CONSTITUTION = """name: tiny-test
@@ -176,10 +177,29 @@ def test_failure_stops_with_one_line_and_keeps_finished_stages(tmp_path, tiny_mo
     ("  x: {kind: generate, limit: -1}\n", "8:30: stages.x.limit: must be >= 0"),
     ("  x: {kind: generate, model: '${vars.nope}'}\n", "8:30: stages.x.model: undefined variable ${vars.nope}"),
 ])
-def test_pipeline_yaml_errors_are_located(tmp_path, body, message):
+def test_pipeline_yaml_errors_are_located(tmp_path, tiny_model, body, message):
     f = tmp_path / "p.yaml"
-    f.write_text("name: t\nvars: {m: a}\nstages:\n  a: {kind: generate}\n  b: {kind: train.sft}\n"
-                 "  c: {kind: contrast, optional: true}\n  d: {kind: train.rloo, optional: true}\n" + body)
+    f.write_text(f"name: t\nvars: {{m: {tiny_model}}}\nstages:\n  a: {{kind: generate, model: '${{vars.m}}'}}\n"
+                 "  b: {kind: train.sft, model: '${vars.m}'}\n  c: {kind: generate, model: '${vars.m}'}\n"
+                 "  d: {kind: generate, model: '${vars.m}'}\n" + body)
     with pytest.raises(InputError) as e:
         load_pipeline(f)
     assert str(e.value).startswith(f"{f}:{message}")
+
+
+def test_optional_stage_of_a_kind_not_installed_is_skipped(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setitem(KINDS, "test.missing", "cai.no_such_module:run")
+    f = tmp_path / "p.yaml"
+    f.write_text(f"name: t\nstages:\n  a: {{kind: generate, model: {tiny_model}}}\n"
+                 "  b: {kind: test.missing, optional: true}\n")
+    p = load_pipeline(f, [f"run_dir={tmp_path}"])
+    assert [s.name for s in p.stages] == ["a"] and list(p.skipped) == ["b"]
+    assert [(e["stage"], e["status"]) for e in plan(p)] == [("a", "run"), ("b", "skip")]
+    f.write_text(f.read_text().replace("optional: true", "optional: false"))
+    with pytest.raises(InputError) as e:
+        load_pipeline(f)
+    assert str(e.value).startswith(f"{f}:4:13: stages.b.kind: stage kind 'test.missing' is not available")
+    f.write_text(f.read_text().replace("optional: false", "optional: true") + "  c: {kind: generate, model: '${stages.b}'}\n")
+    with pytest.raises(InputError) as e:
+        load_pipeline(f)
+    assert str(e.value).startswith(f"{f}:5:30: stages.c.model: ${{stages.b}} was skipped")

@@ -12,8 +12,10 @@ same directory, where the stage resumes from its own record log (dataset stages)
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -99,48 +101,66 @@ def run(p: Pipeline, from_stage: str | None = None, *, log: TextIO = sys.stderr)
     """Run the pipeline; returns the record also written to `RUN_DIR/pipeline.json`."""
     entries = plan(p, from_stage)
     p.run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"name": p.name, "file": p.file, "run_dir": str(p.run_dir), "source": p.source,
-              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
-    previous = _read_json(p.run_dir / "pipeline.json").get("stages", {})
-    n = len(p.stages)
-    for name, why in p.skipped.items():
-        print(f"[-] {name}: skipped (optional; {why})", file=log, flush=True)
-    for i, (s, e) in enumerate(zip(p.stages, entries), 1):
-        head = f"[{i}/{n}] {s.name} ({s.kind.name})"
-        entry = {"kind": s.kind.name, "key": s.key, "out": str(s.out), "inputs": s.inputs,
-                 "upstream": s.upstream}
-        if e["status"] == "cached":
-            done = _read_json(s.marker)
-            print(f"{head}: cached -> {s.out}", file=log, flush=True)
-            record["stages"][s.name] = {**entry, "status": "cached", "seconds": done.get("seconds"),
-                                        "summary": done.get("summary")}
-            continue
-        if e["reason"].startswith("forced") and s.out.exists():
-            _set_aside(s)
-        print(f"{head}: started ({e['reason']})", file=log, flush=True)
-        t0 = time.perf_counter()
-        try:
-            summary = run_isolated(p, s) if p.isolate else execute(s.kind, s.config)
-        except CaiError as err:
-            secs = time.perf_counter() - t0
-            record["stages"][s.name] = {**entry, "status": "failed", "seconds": round(secs, 1), "error": str(err)}
-            _merge_write(p, record, previous)
-            kept = [x.name for x in p.stages[:i - 1]]
-            msg = (f"stage {s.name} ({s.kind.name}) failed after {secs:.0f} s: {err}; finished stages are kept "
-                   f"({', '.join(kept) or 'none'}); fix it and rerun the same command to continue")
-            print(f"{head}: failed after {secs:.1f} s", file=log, flush=True)
-            raise StageFailed(msg, getattr(err, "exit_code", 1)) from None
-        secs = time.perf_counter() - t0
-        _atomic_json(s.marker, {"stage": s.name, "kind": s.kind.name, "key": s.key, "out": str(s.out),
-                                "seconds": round(secs, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                "inputs": s.inputs, "summary": _jsonable(summary)})
-        record["stages"][s.name] = {**entry, "status": "done", "seconds": round(secs, 2),
-                                    "summary": _jsonable(summary)}
+    lock = _lock(p.run_dir)  # held until this process ends, however it ends (kill -9 included)
+    try:
+        record = {"name": p.name, "file": p.file, "run_dir": str(p.run_dir), "source": p.source,
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
+        previous = _read_json(p.run_dir / "pipeline.json").get("stages", {})
+        for name, why in p.skipped.items():
+            print(f"[-] {name}: skipped (optional; {why})", file=log, flush=True)
+        for i, (s, e) in enumerate(zip(p.stages, entries), 1):
+            _run_stage(p, i, s, e, record, previous, log)
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         _merge_write(p, record, previous)
-        print(f"{head}: done in {secs:.1f} s -> {s.out}", file=log, flush=True)
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _merge_write(p, record, previous)
+    finally:
+        lock.close()
     return record
+
+
+def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: dict, log: TextIO) -> None:
+    head = f"[{i}/{len(p.stages)}] {s.name} ({s.kind.name})"
+    entry = {"kind": s.kind.name, "key": s.key, "out": str(s.out), "inputs": s.inputs, "upstream": s.upstream}
+    if e["status"] == "cached":
+        done = _read_json(s.marker)
+        print(f"{head}: cached -> {s.out}", file=log, flush=True)
+        record["stages"][s.name] = {**entry, "status": "cached", "seconds": done.get("seconds"),
+                                    "summary": done.get("summary")}
+        return
+    if e["reason"].startswith("forced") and s.out.exists():
+        _set_aside(s)
+    print(f"{head}: started ({e['reason']})", file=log, flush=True)
+    t0 = time.perf_counter()
+    try:
+        summary = run_isolated(p, s) if p.isolate else execute(s.kind, s.config)
+    except CaiError as err:
+        secs = time.perf_counter() - t0
+        record["stages"][s.name] = {**entry, "status": "failed", "seconds": round(secs, 1), "error": str(err)}
+        _merge_write(p, record, previous)
+        kept = [x.name for x in p.stages[:i - 1]]
+        print(f"{head}: failed after {secs:.1f} s", file=log, flush=True)
+        raise StageFailed(f"stage {s.name} ({s.kind.name}) failed after {secs:.0f} s: {err}; finished stages are "
+                          f"kept ({', '.join(kept) or 'none'}); fix it and rerun the same command to continue",
+                          getattr(err, "exit_code", 1)) from None
+    secs = time.perf_counter() - t0
+    # the marker last: its presence is what "finished" means to every later run
+    _atomic_json(s.marker, {"stage": s.name, "kind": s.kind.name, "key": s.key, "out": str(s.out),
+                            "seconds": round(secs, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "inputs": s.inputs, "summary": _jsonable(summary)})
+    record["stages"][s.name] = {**entry, "status": "done", "seconds": round(secs, 2), "summary": _jsonable(summary)}
+    _merge_write(p, record, previous)
+    print(f"{head}: done in {secs:.1f} s -> {s.out}", file=log, flush=True)
+
+
+def _lock(run_dir: Path):
+    """One `cai run` per run directory at a time: two would write the same stage directories."""
+    (run_dir / STATE).mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / STATE / "lock", "w")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise InputError("another `cai run` is running in this run directory", file=run_dir) from None
+    return fh
 
 
 def execute(kind, cfg) -> Any:
@@ -163,7 +183,8 @@ def run_isolated(p: Pipeline, s: Stage) -> Any:
     result.unlink(missing_ok=True)
     _atomic_json(spec, {"kind": s.kind.name, "config": to_dict(s.config), "file": p.file,
                         "prefix": ["stages", s.name], "result": str(result)})
-    rc = subprocess.call([sys.executable, "-m", "cai.pipeline.child", str(spec)], preexec_fn=_die_with_parent)
+    launcher = shlex.split(s.launch) if s.launch else [sys.executable]  # `accelerate launch ... -m MODULE` too
+    rc = subprocess.call([*launcher, "-m", "cai.pipeline.child", str(spec)], preexec_fn=_die_with_parent)
     if rc != 0:
         res = _read_json(result)
         message = res.get("error") or f"the stage process exited with code {rc}"

@@ -49,6 +49,9 @@ class Stage:
     inputs: dict[str, Any]
     """What the key hashes, by component (config, constitution, models, files, upstream): for `--plan`."""
     upstream: list[str] = field(default_factory=list)
+    launch: str = ""
+    """A launcher prefix for the stage's process, e.g. `accelerate launch --config_file configs/accelerate/fsdp.yaml`
+    (how many processes run a stage does not change its output, so it is not part of the key)."""
 
     @property
     def marker(self) -> Path:
@@ -117,9 +120,11 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
             raise err(loc, "a stage name must be letters, digits, - and _")
         if not isinstance(body, dict) or "kind" not in body:
             raise err(loc, "must be a mapping with a `kind`")
-        optional = body.get("optional", False)
+        optional, launch = body.get("optional", False), body.get("launch", "")
         if not isinstance(optional, bool):
             raise err(loc + ("optional",), "must be true or false")
+        if not isinstance(launch, str) or (launch and data.get("isolate") is False):
+            raise err(loc + ("launch",), "must be a command prefix, and needs `isolate: true` (the default)")
         try:
             kind = load_kind(str(body["kind"]))
         except KindUnavailable as e:
@@ -131,9 +136,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
             raise err(loc + ("kind",), e.message) from None
         done = {s.name: s for s in stages}
         upstream: list[str] = []
-        body = {k: v for k, v in body.items() if k not in ("kind", "optional")}
+        body = {k: v for k, v in body.items() if k not in ("kind", "optional", "launch")}
         resolved = _substitute(body, loc, variables, done, upstream, skipped, err)
         stages.append(_resolve_stage(sname, kind, resolved, run_dir, done, upstream, file, marks, overridden, err))
+        stages[-1].launch = launch
     return Pipeline(name, file, run_dir, bool(data.get("isolate", True)), bool(data.get("report", True)),
                     variables, stages, data, skipped)
 
