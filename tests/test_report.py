@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cai.data.layout import write_dataset
 from cai.report import collect, write_report
+from cai.report.collect import metric_groups
 from tests.conftest import run_cai
 
 EVIL = "<script>alert('pwned')</script>"
@@ -100,6 +101,10 @@ def test_report_tables_hold_the_numbers_of_the_run(tmp_path):
             yields["critique"]["errors"]) == (14, 12, 1, 1)
     assert (yields["label"]["in"], yields["label"]["kept"], yields["label"]["filtered"]) == (5, 4, 1)
     assert yields["dpo"]["steps"] == 2  # the torn line of a killed run is ignored
+    assert metric_groups(facts["training"][0]["metrics"]) == {
+        "loss": ["eval/loss", "loss"], "reward": ["rewards/chosen"], "KL": ["kl"], "length": ["mean_length"]}
+    assert metric_groups([{"step": 1, "rewards/accuracy": 0.5, "objective/kl": 1.0, "lr": 1e-5}]) == {
+        "accuracy": ["rewards/accuracy"], "KL": ["objective/kl"]}
 
     ex = facts["examples"]
     assert ex["source"].startswith("evaluation") and len(ex["pairs"]) == 10

@@ -47,8 +47,10 @@ def plan(p: Pipeline, from_stage: str | None = None) -> list[dict[str, Any]]:
         forced = forced or s.name == from_stage
         if forced:
             status, reason = "run", f"forced by --from {from_stage}"
-        elif s.marker.is_file():
+        elif s.marker.is_file() and s.out.exists():
             status, reason = "cached", "finished earlier with the same inputs"
+        elif s.marker.is_file():
+            status, reason = "run", "finished earlier, but its output directory is gone"
         elif s.out.exists():
             status, reason = "run", "interrupted earlier: resumes in its output directory"
         else:

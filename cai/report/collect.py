@@ -262,9 +262,15 @@ def examples(values: dict, eval_out: Path | None, traces: list[dict]) -> dict[st
 
 
 def metric_groups(metrics: list[dict]) -> dict[str, list[str]]:
-    """Metric keys of a trainer's metrics.jsonl by panel: loss, reward, KL, length."""
+    """Metric keys of a trainer's metrics.jsonl by panel: loss, reward, accuracy, KL, length. A key goes to
+    the first panel whose pattern it matches, in this order: accuracy, loss, KL, length, reward (so
+    `rewards/accuracy`, a rate, does not share an axis with the rewards)."""
     keys = sorted({k for r in metrics for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
-    pats = {"loss": r"(^|/)loss$", "reward": r"reward|score|accuracy", "KL": r"(^|/|_)kl($|/|_)",
-            "length": r"length|(^|/)len($|_)"}
-    return {g: [k for k in keys if re.search(p, k, re.I)] for g, p in pats.items()
-            if any(re.search(p, k, re.I) for k in keys)}
+    pats = {"accuracy": r"accuracy", "loss": r"(^|/)loss$", "KL": r"(^|/|_)kl($|/|_)",
+            "length": r"length|(^|/)len($|_)", "reward": r"reward|score"}
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        g = next((g for g, p in pats.items() if re.search(p, k, re.I)), None)
+        if g:
+            groups.setdefault(g, []).append(k)
+    return {g: groups[g] for g in ("loss", "reward", "accuracy", "KL", "length") if g in groups}
