@@ -48,7 +48,9 @@ def make_run(root: Path) -> Path:
                      "over_refusal": {"value": 0.1, "ci": [0.05, 0.15]}},
         "model": {"refusal_rate": {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}, "mean_length": 64.5,
                   "note": "ignored"},
-        "n_prompts": 200,
+        "delta": {"refusal_rate": {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}},
+        "figures": {"refusal_rate": "share of harmful prompts refused"},
+        "n": {"harmful": 200, "benign": 119}, "config": {"bootstrap": 1000, "seed": 0}, "n_prompts": 200,
         "examples": [{"prompt": f"held-out {i}", "baseline": f"base {i}", "model": f"tuned {i} {EVIL}"}
                      for i in range(12)]}))
     stages = {}
@@ -82,14 +84,17 @@ def test_report_escapes_model_text_and_embeds_figures(tmp_path):
 def test_report_tables_hold_the_numbers_of_the_run(tmp_path):
     facts = collect(make_run(tmp_path))
     ev = facts["eval"]
-    assert ev["roles"] == ["baseline", "model"]  # before, then after; `n_prompts` and `note` are not metrics
+    assert ev["roles"] == ["baseline", "model"]  # before, then after; counts and config are not roles
     rows = {r["metric"]: r for r in ev["rows"]}
+    assert list(rows) == ["refusal_rate", "mean_length", "over_refusal"]
     assert rows["refusal_rate"]["model"] == {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}
-    assert abs(rows["refusal_rate"]["delta"] - 0.29) < 1e-12  # 0.71 - 0.42
+    assert rows["refusal_rate"]["delta"] == {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}  # the paired one
+    assert rows["mean_length"]["delta"] == {"value": -15.5, "ci_low": None, "ci_high": None}  # 64.5 - 80
     assert rows["mean_length"]["baseline"] == {"value": 80.0, "ci_low": None, "ci_high": None}
     assert rows["over_refusal"]["baseline"]["ci_high"] == 0.15 and rows["over_refusal"]["model"] is None
     html = write_report(tmp_path / "run")["html"].read_text()
-    assert "0.71 [0.64, 0.77]" in html and "+0.29" in html
+    assert "<td>0.71 [0.64, 0.77]</td><td>+0.29 [+0.21, +0.37]</td><td>share of harmful prompts refused</td>" in html
+    assert "<td>-15.5</td>" in html
 
     by = {p["principle"]: p for p in facts["principles"]}
     assert by["honest"] == {"principle": "honest", "critique_rounds": 0, "comparisons": 4, "order_agreement": 0.75,
@@ -123,9 +128,18 @@ def test_examples_fall_back_to_critique_traces_and_cai_report_rebuilds(tmp_path)
     assert [t["principle"] for t in first["trace"]] == ["harm", "kind"]
     assert [bool(p["trace"]) for p in ex["pairs"]] == [True] * 3 + [False] * 7
 
+    # examples from the eval stage's answers.jsonl (one row per prompt and role), both prompt sets shown
+    (run / "stages" / "eval-ddd" / "answers.jsonl").write_text("".join(
+        json.dumps({"id": f"{s}{i}", "set": s, "role": role, "prompt": f"{s} {i}", "answer": f"{role} {s}{i}"}) + "\n"
+        for s in ("harmful", "benign") for i in range(6) for role in ("baseline", "model")))
+    ex = collect(run)["examples"]
+    assert ex["source"].startswith("evaluation") and len(ex["pairs"]) == 10
+    assert [p["prompt"] for p in ex["pairs"][:3]] == ["harmful 0", "benign 0", "harmful 1"]
+    assert (ex["pairs"][1]["before"], ex["pairs"][1]["after"]) == ("baseline benign0", "model benign0")
+
     r = run_cai("report", str(run), check=True)
     assert r.stdout.split() == [str(run / "report.html"), str(run / "report.md")]
     html = (run / "report.html").read_text()
-    assert "<script" not in html.lower() and "revision 0.2 &lt;script&gt;" in html
+    assert "<script" not in html.lower() and "&lt;script&gt;" in html and "model benign0" in html
     bad = run_cai("report", str(tmp_path))
     assert bad.returncode == 2 and bad.stderr.startswith(f"cai: error: {tmp_path}: not a pipeline run directory")

@@ -8,17 +8,22 @@ Sources, all optional except `pipeline.json`:
 - `trace` tables of critique stages: answers before and after critique, with the critique trace;
 - `values.json` of an eval stage (shape below) and its examples.
 
-`values.json` (written by the `eval.values` stage) maps a model role to its metrics::
+`values.json` (written by the `eval.values` stage) holds each role's metrics, optionally the paired change::
 
-    {"baseline": {"refusal_rate": {"value": 0.42, "ci_low": 0.35, "ci_high": 0.49}, ...},
-     "model":    {"refusal_rate": {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}, ...},
-     "examples": [{"prompt": "...", "baseline": "...", "model": "..."}, ...]}      # optional
+    {"baseline": {"refusal_rate": {"value": 0.42, "ci_low": 0.35, "ci_high": 0.49}, ...},   # before
+     "model":    {"refusal_rate": {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}, ...},   # after
+     "delta":    {"refusal_rate": {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}, ...},   # optional
+     "figures":  {"refusal_rate": "share of harmful prompts refused"},                     # optional
+     "examples": [{"prompt": "...", "baseline": "...", "model": "..."}, ...]}                 # optional
 
-A metric may also be a bare number (no interval) or carry `ci: [lo, hi]`; keys other than mappings of
-metrics (and `examples`) are ignored, so the stage may add fields without breaking the report.
+Roles are `baseline` (or `before`) and `model` (or `after`); a metric may be a bare number or carry
+`ci: [lo, hi]`; a missing `delta` is computed as after − before without an interval. Every other key
+(counts, hashes, config) is ignored. Examples may instead be `answers.jsonl` next to it, one row per
+(prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import defaultdict
@@ -207,19 +212,24 @@ def _metric(v: Any) -> dict[str, float | None] | None:
 
 
 def eval_table(values: dict) -> dict[str, Any] | None:
-    """{"roles": [...], "rows": [{"metric", role: {value, ci_low, ci_high} | None, "delta"}]} from values.json."""
-    roles = [k for k, v in values.items() if isinstance(v, dict) and any(_metric(x) for x in v.values())]
-    roles.sort(key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), r))
+    """{"roles": [before, after], "rows": [{"metric", "about", role: {value, ci_low, ci_high} | None,
+    "delta": {value, ci_low, ci_high} | None}]} from values.json (shape in the module docstring)."""
+    roles = [r for r in ROLE_ORDER if isinstance(values.get(r), dict) and any(_metric(x) for x in values[r].values())]
     if not roles:
         return None
-    metrics = []
+    metrics: list[str] = []
     for r in roles:
         metrics += [m for m, x in values[r].items() if _metric(x) and m not in metrics]
+    deltas = values.get("delta") if isinstance(values.get("delta"), dict) else {}
+    about = values.get("figures") if isinstance(values.get("figures"), dict) else {}
     rows = []
     for m in metrics:
-        row: dict[str, Any] = {"metric": m, **{r: _metric(values[r].get(m)) for r in roles}}
+        row: dict[str, Any] = {"metric": m, "about": str(about.get(m, "")),
+                               **{r: _metric(values[r].get(m)) for r in roles}}
         first, last = row[roles[0]], row[roles[-1]]
-        row["delta"] = last["value"] - first["value"] if first and last and len(roles) > 1 else None
+        row["delta"] = _metric(deltas.get(m)) or (
+            {"value": last["value"] - first["value"], "ci_low": None, "ci_high": None}
+            if first and last and len(roles) > 1 else None)
         rows.append(row)
     return {"roles": roles, "rows": rows}
 
@@ -234,6 +244,8 @@ def examples(values: dict, eval_out: Path | None, traces: list[dict]) -> dict[st
     raw = values.get("examples") if isinstance(values.get("examples"), list) else []
     if not raw and eval_out is not None:
         raw = read_jsonl(eval_out / "examples.jsonl")
+    if not raw and eval_out is not None:
+        raw = _answers_by_prompt(read_jsonl(eval_out / "answers.jsonl"))
     for r in raw[:N_EXAMPLES]:
         if isinstance(r, dict):
             before = r.get("baseline", r.get("before"))
@@ -259,6 +271,22 @@ def examples(values: dict, eval_out: Path | None, traces: list[dict]) -> dict[st
         if i >= N_TRACES:
             p["trace"] = []
     return {"source": source, "pairs": pairs}
+
+
+def _answers_by_prompt(rows: list[dict]) -> list[dict]:
+    """answers.jsonl rows (one per prompt and role) -> {prompt, baseline, model}, alternating prompt sets
+    (harmful, benign, ...) so that both kinds of prompt show."""
+    by: dict[str, dict] = {}
+    for r in rows:
+        d = by.setdefault(str(r.get("id")), {"prompt": r.get("prompt"), "set": r.get("set")})
+        if r.get("role") in ("baseline", "model"):
+            d[r["role"]] = r.get("answer", r.get("response"))
+    full = [d for d in by.values() if "baseline" in d and "model" in d]
+    sets: dict[Any, list[dict]] = defaultdict(list)
+    for d in full:
+        sets[d["set"]].append(d)
+    mixed = [d for group in itertools.zip_longest(*sets.values()) for d in group if d is not None]
+    return mixed
 
 
 def metric_groups(metrics: list[dict]) -> dict[str, list[str]]:

@@ -97,9 +97,13 @@ def _principle_rows(facts: dict) -> list[list[Any]]:
 
 
 def _eval_rows(ev: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["metric", *[f"{r} (95% CI)" for r in ev["roles"]], "change"]
-    rows = [[r["metric"], *[metric_cell(r[role]) for role in ev["roles"]],
-             fmt(r["delta"]) if r["delta"] is None else f"{r['delta']:+.3g}"] for r in ev["rows"]]
+    head = ["metric", *[f"{r} [CI]" for r in ev["roles"]], "change [CI]", "what it measures"]
+    rows = []
+    for r in ev["rows"]:
+        d = r["delta"]
+        change = "–" if d is None else f"{d['value']:+.3g}" + (
+            f" [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]" if d["ci_low"] is not None and d["ci_high"] is not None else "")
+        rows.append([r["metric"], *[metric_cell(r[role]) for role in ev["roles"]], change, r["about"]])
     return head, rows
 
 
