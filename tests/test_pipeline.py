@@ -12,7 +12,7 @@ import pytest
 from cai.errors import InputError
 from cai.pipeline import load_pipeline, plan, run
 from cai.pipeline.registry import KINDS
-from cai.pipeline.run import StageFailed
+from cai.pipeline.run import StageFailed, _lock
 
 CONSTITUTION = """name: tiny-test
 version: "1"
@@ -203,3 +203,15 @@ def test_optional_stage_of_a_kind_not_installed_is_skipped(tmp_path, tiny_model,
     with pytest.raises(InputError) as e:
         load_pipeline(f)
     assert str(e.value).startswith(f"{f}:5:30: stages.c.model: ${{stages.b}} was skipped")
+
+
+def test_one_run_per_run_dir(tmp_path, tiny_model):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"name: t\nstages:\n  a: {{kind: generate, model: {tiny_model}}}\n")
+    p = load_pipeline(f, [f"run_dir={tmp_path / 'run'}"])
+    held = _lock(p.run_dir)  # as another `cai run` would hold it
+    with pytest.raises(InputError) as e:
+        run(p)
+    assert str(e.value) == f"{tmp_path / 'run'}: another `cai run` is running in this run directory"
+    held.close()
+    assert not p.stages[0].out.exists()
