@@ -3,10 +3,15 @@
     name: hf-recipe
     run_dir: runs/hf-recipe            # optional; default runs/<name>
     isolate: true                      # optional; each stage in its own process (one vLLM engine each)
+    report: true                       # optional; write report.html and report.md at the end
     vars: {model: smollm2-135m}        # "${vars.model}" substitutes (a whole-string reference keeps the type)
     stages:                            # run in order
       critique: {kind: critique, model: "${vars.model}", rounds: 1, limit: 20}
       sft:      {kind: train.sft, model: "${vars.model}", data: {path: "${stages.critique}"}}
+      eval:     {kind: eval.values, optional: true, model: "${stages.sft}"}   # skipped if not installed
+
+Besides its config fields, a stage takes `kind`, `optional` and `launch` (a launcher prefix for its
+process, e.g. `accelerate launch --config_file configs/accelerate/fsdp.yaml`).
 
 A stage's key hashes everything that fixes its output: kind and resolved config (an upstream stage's
 directory enters as that stage's key), the parts of the constitution it reads, the weights hash of each
