@@ -145,17 +145,28 @@ def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
 
 
 def test_failure_stops_with_one_line_and_keeps_finished_stages(tmp_path, tiny_model):
-    extra = """  broken:
+    write_pipeline(tmp_path, tiny_model)  # the prompts file
+    f = tmp_path / "fail.yaml"
+    f.write_text(f"""name: fail
+isolate: false
+report: false
+stages:
+  answers:
     kind: generate
-    model: ${vars.model}
+    model: {tiny_model}
+    engine: &engine {{backend: hf, max_model_len: 1024, cache: {tmp_path / 'requests.sqlite'}}}
+    prompts: {tmp_path / 'prompts.jsonl'}
+    sampling: {{max_tokens: 4}}
+  broken:
+    kind: generate
+    model: {tiny_model}
     engine: *engine
     prompts: /nonexistent/prompts.jsonl
   never:
     kind: generate
-    model: ${stages.broken}
+    model: ${{stages.broken}}
     engine: *engine
-"""
-    f = write_pipeline(tmp_path, tiny_model, extra)
+""")
     log = io.StringIO()
     p = load_pipeline(f, [f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(StageFailed) as e:
@@ -163,11 +174,11 @@ def test_failure_stops_with_one_line_and_keeps_finished_stages(tmp_path, tiny_mo
     assert e.value.exit_code == 2
     msg = str(e.value)
     assert msg.startswith("stage broken (generate) failed after ") and "/nonexistent/prompts.jsonl" in msg
-    assert "finished stages are kept (critique, sample, label)" in msg
-    assert [s.marker.is_file() for s in p.stages] == [True, True, True, False, False]
-    assert "[4/5] broken (generate): failed after" in log.getvalue() and "never" not in log.getvalue()
+    assert msg.endswith("finished stages are kept (answers); fix it and rerun the same command to continue")
+    assert [s.marker.is_file() for s in p.stages] == [True, False, False]
+    assert "[2/3] broken (generate): failed after" in log.getvalue() and "never" not in log.getvalue()
     record = json.loads((tmp_path / "run" / "pipeline.json").read_text())
-    assert record["stages"]["broken"]["status"] == "failed"
+    assert [v["status"] for v in record["stages"].values()] == ["done", "failed"]
 
 
 @pytest.mark.parametrize("body, message", [
