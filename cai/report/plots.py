@@ -41,6 +41,7 @@ def training_curves(stage: str, metrics: list[dict]) -> bytes | None:
             else:
                 ax.plot(xs, ys, lw=1.2, label=k)
         ax.set_title(title, fontsize=9)
+        ax.ticklabel_format(axis="y", useOffset=False)  # a loss near ln 2 reads as 0.6931, not 1e-7 + 6.9e-1
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
