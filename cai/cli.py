@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "cai.feedback.cli",
     "cai.labelui",
     "cai.train.cli",
+    "cai.pipeline.cli",
+    "cai.report.cli",
 ]
 
 

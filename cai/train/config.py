@@ -4,18 +4,15 @@ overrides (`optim.lr=1e-5`).
 
 Every field is documented where it is declared. Defaults run as they are. `__post_init__` refuses invalid
 values and combinations by raising `InputError(field=...)`; `load_config` adds the YAML file, line and
-column of the offending field, and refuses unknown keys and wrong types in the same one-line form.
-This module imports no torch, so the CLI can register its commands cheaply.
+column of the offending field, and refuses unknown keys and wrong types in the same one-line form
+(`cai.config`, shared by every stage). This module imports no torch, so the CLI can register its commands cheaply.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from cai.config import Source, config_error, load_config, to_dict
 from cai.errors import InputError
 
 # ---- parts shared by the stages ----------------------------------------------------------------------
@@ -248,134 +245,7 @@ class DPOConfig:
 STAGES: dict[str, type] = {"sft": SFTConfig, "rm": RMConfig, "dpo": DPOConfig}
 
 
-# ---- loading: YAML + dotted overrides -> dataclass, with file:line:col errors -----------------------------
+# ---- loading lives in the shared config system (`cai.config`); re-exported for existing imports ----------
 
-_OVERRIDE = "<override>"
-
-
-@dataclass
-class Source:
-    """Where a config came from, so that later checks (dataset columns, LoRA targets) can point at it."""
-
-    file: str | None
-    marks: dict
-    overridden: set
-
-
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Any:
-    """Build `cls` from a YAML file (optional) and `a.b=value` overrides (values parsed as YAML)."""
-    from cai.yamlio import load_yaml
-
-    data, marks = ({}, {}) if path is None else load_yaml(path)
-    if data is None:
-        data = {}
-    file = str(path) if path is not None else None
-    if not isinstance(data, dict):
-        raise InputError("the config must be a mapping", file=file, line=1, col=1)
-    overridden: set = set()
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"override {item!r} must look like key.sub=value", field="overrides")
-        keys = tuple(key.strip().split("."))
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise InputError(f"{k} is not a section", field=key)
-        node[keys[-1]] = _parse_value(raw)
-        overridden.add(keys)
-    src = Source(file, marks, overridden)
-    cfg = _build(cls, data, (), src)
-    cfg._source = src
-    return cfg
-
-
-def config_error(cfg: Any, field_path: str, message: str) -> InputError:
-    """An `InputError` about `field_path` (dotted) of a loaded config, located in its YAML when possible."""
-    return _locate_error(getattr(cfg, "_source", Source(None, {}, set())), tuple(field_path.split(".")), message)
-
-
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def _parse_value(raw: str) -> Any:
-    import yaml
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        return raw
-
-
-def _locate_error(src: Source, path: tuple, message: str) -> InputError:
-    from cai.yamlio import format_path, locate
-    fld = format_path(path)
-    if path in src.overridden:
-        return InputError(f"{message} (from the command line)", field=fld)
-    if src.file is None:
-        return InputError(message, field=fld)
-    line, col = locate(src.marks, path)
-    return InputError(message, file=src.file, line=line, col=col, field=fld)
-
-
-def _build(cls: type, data: dict, prefix: tuple, src: Source) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            near = ", ".join(sorted(fields))
-            raise _locate_error(src, prefix + (key,), f"unknown key (expected one of: {near})")
-        kwargs[key] = _coerce(hints[key], value, prefix + (key,), src)
-    try:
-        return cls(**kwargs)
-    except InputError as e:
-        if e.file is not None or e.field is None:
-            raise
-        raise _locate_error(src, prefix + tuple(e.field.split(".")), e.message) from None
-
-
-def _coerce(tp: Any, value: Any, path: tuple, src: Source) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _locate_error(src, path, f"must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, path, src)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path, src)
-    if origin is Literal:
-        if value not in args:
-            raise _locate_error(src, path, f"must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise _locate_error(src, path, f"must be a list, got {type(value).__name__}")
-        return [_coerce(args[0], v, path + (i,), src) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _locate_error(src, path, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _locate_error(src, path, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _locate_error(src, path, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise _locate_error(src, path, f"must be a string, got {value!r}")
-        return str(value)
-    return value
-
+__all__ = ["STAGES", "DPOConfig", "DataConfig", "LoraConfig", "OptimConfig", "RMConfig", "RunConfig", "SFTConfig",
+           "Source", "config_error", "load_config", "to_dict"]

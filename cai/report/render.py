@@ -1,0 +1,180 @@
+"""The report as one offline HTML file (figures embedded as base64 PNG) and as Markdown next to it.
+
+Every piece of text that came from a model, a dataset or a config goes through `esc` (HTML) or `md_text`
+(Markdown, which renderers also read as HTML), so a response containing `<script>` shows as text.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from typing import Any
+
+import yaml
+
+from cai import __version__
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;
+vertical-align:top}th{background:#f3f3f3}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px;
+white-space:pre-wrap}.ex td{width:50%}.ex pre{max-height:18em}.num{text-align:right}h2{border-bottom:1px solid #ddd}
+.small{color:#666;font-size:12px}details{margin:.3em 0 .8em}"""
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def md_text(x: Any) -> str:
+    """Text for a Markdown table cell or quote: HTML-escaped, one line, pipes escaped."""
+    return esc(x).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
+    return str(x)
+
+
+def metric_cell(m: dict | None) -> str:
+    if not m:
+        return "–"
+    s = fmt(m["value"])
+    if m.get("ci_low") is not None and m.get("ci_high") is not None:
+        s += f" [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+    return s
+
+
+def _rows(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{esc(c)}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def _md_rows(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def provenance(facts: dict) -> dict[str, Any]:
+    return {"cai": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "pipeline file": facts.get("file"), "run dir": facts.get("run_dir"),
+            "started": facts.get("started_at"), "finished": facts.get("finished_at")}
+
+
+def _stage_rows(facts: dict) -> list[list[Any]]:
+    rows = []
+    for s in facts["stages"]:
+        inputs = s.get("inputs", {})
+        models = ", ".join(f"{k}={v[:12]}" for k, v in inputs.get("models", {}).items())
+        consts = ", ".join(f"{k}={v[:8]}" for k, v in inputs.get("constitution", {}).items())
+        rows.append([s["name"], s["kind"], s.get("status"), fmt(s.get("seconds")), s.get("key"), models, consts,
+                     str(s["out"])])
+    return rows
+
+
+STAGE_HEAD = ["stage", "kind", "status", "seconds", "key", "model weights (sha256)", "constitution parts", "output"]
+YIELD_HEAD = ["stage", "kind", "in", "kept", "filtered", "errors", "steps", "seconds"]
+PRINCIPLE_HEAD = ["principle", "critique rounds", "comparisons", "order agreement", "A wins", "longer wins",
+                  "mean p_chosen"]
+
+
+def _yield_rows(facts: dict) -> list[list[Any]]:
+    return [[y["stage"], y["kind"], fmt(y["in"]), fmt(y["kept"]), fmt(y["filtered"]), fmt(y["errors"]),
+             fmt(y.get("steps")), fmt(y["seconds"])] for y in facts["yield"]]
+
+
+def _principle_rows(facts: dict) -> list[list[Any]]:
+    return [[p["principle"], fmt(p["critique_rounds"]), fmt(p["comparisons"]), fmt(p["order_agreement"]),
+             fmt(p["a_win_rate"]), fmt(p["longer_win_rate"]), fmt(p["mean_p_chosen"])] for p in facts["principles"]]
+
+
+def _eval_rows(ev: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["metric", *[f"{r} [CI]" for r in ev["roles"]], "change [CI]", "what it measures"]
+    rows = []
+    for r in ev["rows"]:
+        d = r["delta"]
+        change = "–" if d is None else f"{d['value']:+.3g}" + (
+            f" [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]" if d["ci_low"] is not None and d["ci_high"] is not None else "")
+        rows.append([r["metric"], *[metric_cell(r[role]) for role in ev["roles"]], change, r["about"]])
+    return head, rows
+
+
+def render_html(facts: dict, figures: dict[str, bytes]) -> str:
+    e = esc
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cai report: {e(facts['name'])}</title>"
+             f"<style>{CSS}</style></head><body><h1>cai report: {e(facts['name'])}</h1>"]
+    parts.append("<h2>Stages</h2>" + _rows(STAGE_HEAD, [[e(c) for c in r] for r in _stage_rows(facts)]))
+    parts.append("<h2>Evaluation</h2>")
+    if facts["eval"]:
+        head, rows = _eval_rows(facts["eval"])
+        parts.append(_rows(head, [[e(c) for c in r] for r in rows]))
+    else:
+        parts.append("<p class=small>No evaluation stage in this pipeline (add an <code>eval.values</code> stage).</p>")
+    parts.append("<h2>Training curves</h2>")
+    curves = [k for k in figures if k.startswith("train:")]
+    parts += [_img(figures[k], k) for k in curves] or ["<p class=small>No training stage logged metrics.</p>"]
+    parts.append("<h2>Reward vs length</h2>")
+    parts.append(_img(figures["scatter"], "reward vs length") if "scatter" in figures else
+                 "<p class=small>No rewards or labelled pairs to plot.</p>")
+    parts.append("<h2>Per principle</h2>")
+    parts.append(_rows(PRINCIPLE_HEAD, [[e(c) for c in r] for r in _principle_rows(facts)]) if facts["principles"]
+                 else "<p class=small>No principles were sampled by these stages.</p>")
+    parts.append("<p class=small>order agreement: both presentation orders prefer the same response; A wins: the "
+                 "response shown first won (0.5 = no position bias); longer wins: the longer response won.</p>")
+    parts.append("<h2>Data yield</h2>" + _rows(YIELD_HEAD, [[e(c) for c in r] for r in _yield_rows(facts)]))
+    ex = facts["examples"]
+    parts.append(f"<h2>Examples</h2><p class=small>{e(ex['source'] or 'no examples')}</p>")
+    for i, p in enumerate(ex["pairs"], 1):
+        parts.append(f"<h3>{i}. {e(p['prompt'][:200])}</h3><table class=ex><tr><th>before</th><th>after</th></tr>"
+                     f"<tr><td><pre>{e(p['before'])}</pre></td><td><pre>{e(p['after'])}</pre></td></tr></table>")
+        if p["trace"]:
+            body = "".join(f"<p><b>round {e(t['round'])}, principle {e(t['principle'])}</b></p>"
+                           f"<pre>{e(t['critique_request'])}</pre><p>critique:</p><pre>{e(t['critique'])}</pre>"
+                           f"<p>revision:</p><pre>{e(t['revision'])}</pre>" for t in p["trace"])
+            parts.append(f"<details><summary>critique trace</summary>{body}</details>")
+    parts.append("<h2>Config and provenance</h2>")
+    parts.append(_rows(["", ""], [[e(k), e(v)] for k, v in provenance(facts).items()]))
+    parts.append(f"<pre>{e(yaml.safe_dump(facts['source'], sort_keys=False))}</pre>")
+    parts.append("<details><summary>stage inputs (what each key hashes)</summary><pre>"
+                 + e(json.dumps({s["name"]: s.get("inputs") for s in facts["stages"]}, indent=1, default=str))
+                 + "</pre></details></body></html>")
+    return "\n".join(parts)
+
+
+def render_md(facts: dict, figures: dict[str, str]) -> str:
+    """Markdown; `figures` maps a figure name to its PNG file name next to report.md."""
+    m = md_text
+    out = [f"# cai report: {m(facts['name'])}\n", "## Stages\n",
+           _md_rows(STAGE_HEAD, [[m(c) for c in r] for r in _stage_rows(facts)]), "## Evaluation\n"]
+    if facts["eval"]:
+        head, rows = _eval_rows(facts["eval"])
+        out.append(_md_rows(head, [[m(c) for c in r] for r in rows]))
+    else:
+        out.append("No evaluation stage in this pipeline.\n")
+    out.append("## Training curves\n")
+    out += [f"![{k}]({v})\n" for k, v in figures.items() if k.startswith("train:")]
+    if "scatter" in figures:
+        out.append(f"## Reward vs length\n\n![reward vs length]({figures['scatter']})\n")
+    if facts["principles"]:
+        out += ["## Per principle\n", _md_rows(PRINCIPLE_HEAD, [[m(c) for c in r] for r in _principle_rows(facts)])]
+    out += ["## Data yield\n", _md_rows(YIELD_HEAD, [[m(c) for c in r] for r in _yield_rows(facts)])]
+    ex = facts["examples"]
+    out.append(f"## Examples\n\n{m(ex['source'] or 'no examples')}\n")
+    for i, p in enumerate(ex["pairs"], 1):
+        out.append(f"### {i}. {m(p['prompt'][:200])}\n")
+        out.append(_md_rows(["before", "after"], [[m(p["before"]), m(p["after"])]]))
+        for t in p["trace"]:
+            out.append(f"- round {m(t['round'])} ({m(t['principle'])}): critique: {m(t['critique'])}<br>"
+                       f"revision: {m(t['revision'])}\n")
+    out.append("## Config and provenance\n")
+    out.append(_md_rows(["", ""], [[m(k), m(v)] for k, v in provenance(facts).items()]))
+    out.append("```yaml\n" + yaml.safe_dump(facts["source"], sort_keys=False).replace("```", "'''") + "```\n")
+    return "\n".join(out)

@@ -1,0 +1,145 @@
+"""The report of a pipeline run, built from a synthetic run directory: model text is escaped (a response
+containing `<script>` shows as text), figures are embedded, and the numbers in its tables are the ones
+computed by hand from the files it reads."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from cai.data.layout import write_dataset
+from cai.report import collect, write_report
+from cai.report.collect import metric_groups
+from tests.conftest import run_cai
+
+EVIL = "<script>alert('pwned')</script>"
+
+
+def make_run(root: Path) -> Path:
+    run = root / "run"
+    st = run / "stages"
+    crit, label, dpo, ev = st / "critique-aaa", st / "label-bbb", st / "dpo-ccc", st / "eval-ddd"
+    trace = [{"id": f"p{i}", "round": r, "status": "kept", "prompt": f"prompt {i} {EVIL}", "principle_id": pid,
+              "init_response": f"bad answer {i} {EVIL}", "critique_request": "Critique it.",
+              "critique": f"critique {i}.{r} {EVIL}", "revision": f"revision {i}.{r} {EVIL}"}
+             for i in range(12) for r, pid in ((1, "harm"), (2, "kind"))]
+    write_dataset(crit, {"trace": trace}, {"stage": "critique", "conversations": 14, "kept": 12,
+                                           "filtered": {"empty": 1, "unchanged": 0}, "errors": 1,
+                                           "principle_counts": {"harm": 12, "kind": 12}}, title="t")
+    # honest: 4 pairs, both orders agree on 3, A chosen twice, the longer response chosen 3 times, mean p 0.7
+    prefs = []
+    for i, (agree, a_won, longer, p) in enumerate([(True, True, True, 0.9), (True, False, True, 0.6),
+                                                    (False, False, False, 0.5), (True, True, True, 0.8)]):
+        long, short = "a much longer answer with many words", "short"
+        prefs.append({"id": str(i), "prompt": [{"role": "user", "content": "q"}],
+                      "chosen": [{"role": "assistant", "content": long if longer else short}],
+                      "rejected": [{"role": "assistant", "content": short if longer else long}],
+                      "p_chosen": p, "order_consistent": agree, "chosen_is_a": a_won, "principle_ids": ["honest"]})
+    write_dataset(label, {"prefs": prefs}, {"stage": "label", "pairs": 5, "labelled": 4, "errors": 0,
+                                            "skipped": {"identical_responses": 1}}, title="t")
+    dpo.mkdir(parents=True)
+    (dpo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "loss": 0.69, "rewards/chosen": 0.0, "kl": 0.0, "mean_length": 20},
+        {"step": 2, "loss": 0.6, "rewards/chosen": 0.1, "kl": 0.01, "mean_length": 22},
+        {"step": 2, "eval/loss": 0.65}]) + '{"step": 3, "lo')  # a torn last line from a killed run
+    ev.mkdir(parents=True)
+    (ev / "values.json").write_text(json.dumps({
+        "baseline": {"refusal_rate": {"value": 0.42, "ci_low": 0.35, "ci_high": 0.49}, "mean_length": 80,
+                     "over_refusal": {"value": 0.1, "ci": [0.05, 0.15]}},
+        "model": {"refusal_rate": {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}, "mean_length": 64.5,
+                  "note": "ignored"},
+        "delta": {"refusal_rate": {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}},
+        "figures": {"refusal_rate": "share of harmful prompts refused"},
+        "n": {"harmful": 200, "benign": 119}, "config": {"bootstrap": 1000, "seed": 0}, "n_prompts": 200,
+        "examples": [{"prompt": f"held-out {i}", "baseline": f"base {i}", "model": f"tuned {i} {EVIL}"}
+                     for i in range(12)]}))
+    stages = {}
+    for name, kind, out in (("critique", "critique", crit), ("label", "label", label), ("dpo", "train.dpo", dpo),
+                            ("eval", "eval.values", ev)):
+        stages[name] = {"kind": kind, "key": out.name.split("-")[1], "out": str(out), "status": "done",
+                        "seconds": 1.5, "inputs": {"models": {"model": "e1373d428c9c" * 5}, "constitution": {}}}
+    (run / "pipeline.json").write_text(json.dumps({"name": "synthetic", "file": "p.yaml", "stages": stages,
+                                                   "source": {"name": "synthetic", "vars": {"x": EVIL}}}))
+    return run
+
+
+def test_report_escapes_model_text_and_embeds_figures(tmp_path):
+    run = make_run(tmp_path)
+    paths = write_report(run)
+    html = paths["html"].read_text()
+    assert "<script" not in html.lower()
+    assert "tuned 0 &lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in html
+    imgs = html.count('src="data:image/png;base64,')
+    assert imgs == 2  # the DPO curves and the reward-vs-length scatter; nothing is fetched from outside
+    png = html.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in html and "https://" not in html
+    md = paths["md"].read_text()
+    body, fenced = md.split("```yaml\n")  # config text inside a code fence is shown verbatim, not as HTML
+    assert "<script" not in body.lower() and "tuned 0 &lt;script&gt;" in body
+    assert fenced.count("```") == 1
+    assert (run / "report_files" / "train-dpo.png").is_file() and (run / "report_files" / "scatter.png").is_file()
+
+
+def test_report_tables_hold_the_numbers_of_the_run(tmp_path):
+    facts = collect(make_run(tmp_path))
+    ev = facts["eval"]
+    assert ev["roles"] == ["baseline", "model"]  # before, then after; counts and config are not roles
+    rows = {r["metric"]: r for r in ev["rows"]}
+    assert list(rows) == ["refusal_rate", "mean_length", "over_refusal"]
+    assert rows["refusal_rate"]["model"] == {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}
+    assert rows["refusal_rate"]["delta"] == {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}  # the paired one
+    assert rows["mean_length"]["delta"] == {"value": -15.5, "ci_low": None, "ci_high": None}  # 64.5 - 80
+    assert rows["mean_length"]["baseline"] == {"value": 80.0, "ci_low": None, "ci_high": None}
+    assert rows["over_refusal"]["baseline"]["ci_high"] == 0.15 and rows["over_refusal"]["model"] is None
+    html = write_report(tmp_path / "run")["html"].read_text()
+    assert "<td>0.71 [0.64, 0.77]</td><td>+0.29 [+0.21, +0.37]</td><td>share of harmful prompts refused</td>" in html
+    assert "<td>-15.5</td>" in html
+
+    by = {p["principle"]: p for p in facts["principles"]}
+    assert by["honest"] == {"principle": "honest", "critique_rounds": 0, "comparisons": 4, "order_agreement": 0.75,
+                            "a_win_rate": 0.5, "longer_win_rate": 0.75, "mean_p_chosen": (0.9 + 0.6 + 0.5 + 0.8) / 4}
+    assert by["harm"]["critique_rounds"] == 12 and by["harm"]["comparisons"] == 0
+
+    yields = {y["stage"]: y for y in facts["yield"]}
+    assert (yields["critique"]["in"], yields["critique"]["kept"], yields["critique"]["filtered"],
+            yields["critique"]["errors"]) == (14, 12, 1, 1)
+    assert (yields["label"]["in"], yields["label"]["kept"], yields["label"]["filtered"]) == (5, 4, 1)
+    assert yields["dpo"]["steps"] == 2  # the torn line of a killed run is ignored
+    assert metric_groups(facts["training"][0]["metrics"]) == {
+        "loss": ["eval/loss", "loss"], "reward": ["rewards/chosen"], "KL": ["kl"], "length": ["mean_length"]}
+    assert metric_groups([{"step": 1, "rewards/accuracy": 0.5, "objective/kl": 1.0, "lr": 1e-5}]) == {
+        "accuracy": ["rewards/accuracy"], "KL": ["objective/kl"]}
+
+    ex = facts["examples"]
+    assert ex["source"].startswith("evaluation") and len(ex["pairs"]) == 10
+    assert ex["pairs"][3] == {"prompt": "held-out 3", "before": "base 3", "after": f"tuned 3 {EVIL}", "trace": []}
+    # the scatter: judge preference of each response of each pair against its length in words
+    assert sorted(facts["scatter"]["points"])[:2] == [(1.0, 0.09999999999999998), (1.0, 0.19999999999999996)]
+
+
+def test_examples_fall_back_to_critique_traces_and_cai_report_rebuilds(tmp_path):
+    run = make_run(tmp_path)
+    (run / "stages" / "eval-ddd" / "values.json").write_text(json.dumps({"model": {"x": 1.0}}))
+    ex = collect(run)["examples"]
+    assert ex["source"].startswith("critique") and len(ex["pairs"]) == 10
+    first = ex["pairs"][0]
+    assert first["before"] == f"bad answer 0 {EVIL}" and first["after"] == f"revision 0.2 {EVIL}"
+    assert [t["principle"] for t in first["trace"]] == ["harm", "kind"]
+    assert [bool(p["trace"]) for p in ex["pairs"]] == [True] * 3 + [False] * 7
+
+    # examples from the eval stage's answers.jsonl (one row per prompt and role), both prompt sets shown
+    (run / "stages" / "eval-ddd" / "answers.jsonl").write_text("".join(
+        json.dumps({"id": f"{s}{i}", "set": s, "role": role, "prompt": f"{s} {i}", "answer": f"{role} {s}{i}"}) + "\n"
+        for s in ("harmful", "benign") for i in range(6) for role in ("baseline", "model")))
+    ex = collect(run)["examples"]
+    assert ex["source"].startswith("evaluation") and len(ex["pairs"]) == 10
+    assert [p["prompt"] for p in ex["pairs"][:3]] == ["harmful 0", "benign 0", "harmful 1"]
+    assert (ex["pairs"][1]["before"], ex["pairs"][1]["after"]) == ("baseline benign0", "model benign0")
+
+    r = run_cai("report", str(run), check=True)
+    assert r.stdout.split() == [str(run / "report.html"), str(run / "report.md")]
+    html = (run / "report.html").read_text()
+    assert "<script" not in html.lower() and "&lt;script&gt;" in html and "model benign0" in html
+    bad = run_cai("report", str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.startswith(f"cai: error: {tmp_path}: not a pipeline run directory")
