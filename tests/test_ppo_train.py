@@ -82,3 +82,63 @@ def test_ppo_raises_a_programmatic_reward(tmp_path):
     assert max(m["logprob_gap"] for m in metrics) < 1e-3  # the hf engine samples from the synced weights
     assert (out / "training.png").stat().st_size > 10_000
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def _tiny_rm(out, gain=2.0, bias=-1.0):
+    """A reward model directory as `cai train rm` leaves it: scalar head and reward_normalization.json."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    tiny = make_tiny_model()
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(tiny)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "reward_normalization.json").write_text(json.dumps({"gain": gain, "bias": bias}))
+    return out
+
+
+def _short_run(tmp_path, **kw):
+    base = dict(model=str(make_tiny_model()), data=PromptDataConfig(path=str(make_prompts(tmp_path / "p.jsonl", 4))),
+                rollout=RolloutConfig(engine="hf", max_new_tokens=4),
+                run=RunConfig(output_dir=str(tmp_path / "run"), batch_size=2, micro_batch_size=4, max_steps=1,
+                              save_every=0, progress=False))
+    base["ppo"] = kw.pop("ppo", PPOHyper(epochs=1, num_minibatches=1, penalize_no_eos=False))
+    return PPOConfig(**base, **kw)
+
+
+def test_ppo_with_a_reward_model_applies_its_normalisation_and_the_eos_trick(tmp_path):
+    from cai.train.ppo_config import RewardConfig
+    cfg = _short_run(tmp_path, reward=RewardConfig(kind="rm", model=str(_tiny_rm(tmp_path / "rm"))),
+                     ppo=PPOHyper(epochs=1, num_minibatches=1, no_eos_score=-3.0),
+                     monitor=MonitorConfig(sample_every=1, samples=2))
+    out = train_ppo(cfg)
+    m = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    # no response of the random model ends in EOS within 4 tokens: every score is the fixed −3
+    assert m["length/no_eos_frac"] == 1.0 and m["length/limit_frac"] == 1.0 and m["reward/score"] == -3.0
+    # the raw RM score is logged next to it, and the normalised one (2·raw − 1) is what the EOS trick replaced
+    assert math.isfinite(m["reward/raw"]) and m["reward/raw"] != -3.0
+    assert [json.loads(x)["score"] for x in (out / "samples.jsonl").read_text().splitlines()] == [-3.0, -3.0]
+
+
+def test_rloo_with_a_d_rlaif_judge_reward(tmp_path):
+    from cai.train.ppo_config import RewardConfig
+    cfg = _short_run(tmp_path, algorithm="rloo",
+                     reward=RewardConfig(kind="judge", model=str(make_tiny_model()), constitution="harmless"),
+                     ppo=PPOHyper(rloo_k=2, epochs=1, num_minibatches=1, penalize_no_eos=False),
+                     monitor=MonitorConfig(sample_every=1, samples=4))
+    out = train_ppo(cfg)
+    m = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert m["reward/failures"] == 0 and m["loss/value"] == 0.0  # RLOO: no value model
+    # each reward is the judge's d-RLAIF score of that (prompt, response), as `score_responses` gives it
+    from cai.constitution import load_constitution
+    from cai.engine.hf_engine import HFEngine
+    from cai.feedback.score import score_responses
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    again = score_responses(HFEngine(str(make_tiny_model()), dtype="float32"), load_constitution("harmless"),
+                            [r["prompt"] for r in rows], [r["response"] for r in rows])
+    assert len(rows) == 4 and all(abs(r["score"] - a) < 1e-4 for r, a in zip(rows, again)), (rows, again)
+    assert m["tokens"] == 2 * 2 * 4  # 2 prompts × K=2 samples × 4 tokens
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(out)

@@ -37,7 +37,7 @@ class PromptDataConfig:
 
 @dataclass
 class RewardConfig:
-    kind: Literal["rm", "judge", "callable"] = "rm"
+    kind: Literal["rm", "judge", "callable"] = "callable"
     """`rm`: a reward model trained by `cai train rm`; `judge`: a d-RLAIF judge rating each response with the
     constitution's score rubric (reward in [-1, 1]); `callable`: a Python function
     `reward_fn(prompts, responses) -> list[float]` (named by `fn`, or passed to `train_ppo(cfg, reward_fn=...)`)."""
@@ -58,6 +58,9 @@ class RewardConfig:
     def __post_init__(self):
         if self.kind in ("rm", "judge") and not self.model:
             raise InputError(f"kind {self.kind} needs a model", field="model")
+        if self.kind == "callable" and self.model:
+            raise InputError("a model is set but kind is callable: set kind rm (reward model) or judge",
+                             field="kind")
         if self.batch_size < 1:
             raise InputError("must be >= 1", field="batch_size")
 
@@ -166,7 +169,7 @@ class PPOConfig:
     """Frozen reference; empty = the initial `model` (with LoRA: the base with the adapter disabled)."""
     value_model: str = ""
     """Initial value model; empty = the reward model (kind rm), else the policy (fresh value head)."""
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(kind="callable"))
+    reward: RewardConfig = field(default_factory=RewardConfig)
     """Where the score comes from."""
     data: PromptDataConfig = field(default_factory=PromptDataConfig)
     """Prompts."""
