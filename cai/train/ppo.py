@@ -89,10 +89,11 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
         t = {}
         t0 = time.perf_counter()
         # 5. rollout: this process's share of the iteration's prompts, K samples each, seeded by (seed, step, row)
-        idx = _step_prompts(len(prompts), cfg.run.batch_size, step, cfg.run.seed)[rank::world]
-        index = [i for i in idx for _ in range(K)]
-        seeds = [(cfg.run.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(index))]
-        batch = rollout.sample(engine, prompt_ids, [i for i in index], seeds, cfg.rollout, tok, eos_ids)
+        glob = _step_prompts(len(prompts), cfg.run.batch_size, step, cfg.run.seed)
+        mine = list(range(rank, len(glob), world))  # positions in the global batch; seeds follow them, so the
+        index = [glob[g] for g in mine for _ in range(K)]  # samples do not depend on the process count
+        seeds = [(cfg.run.seed * 1_000_003 + step * 10_007 + g * K + k) % 2**31 for g in mine for k in range(K)]
+        batch = rollout.sample(engine, prompt_ids, index, seeds, cfg.rollout, tok, eos_ids)
         t["rollout"] = time.perf_counter() - t0
 
         # 6. score: reward (normalised), failures count as 0, EOS trick
