@@ -313,3 +313,6 @@ def _mean(x: list) -> float:
 
 def _nanmean(x: list) -> float:
     return _mean([v for v in x if not math.isnan(v)])
+
+
+train_ppo = train  # the pipeline registry's entry point name (`cai.train.ppo:train_ppo`)

@@ -17,3 +17,6 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
         if src is not None:
             cfg._source = src
     return train_ppo(cfg, resume, reward_fn)
+
+
+train_rloo = train  # the pipeline registry's entry point name (`cai.train.rloo:train_rloo`)
