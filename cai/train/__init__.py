@@ -1,4 +1,4 @@
-"""Built-in training stages on torch + transformers + accelerate + peft: SFT, reward model and DPO.
+"""Built-in training stages on torch + transformers + accelerate + peft: SFT, reward model, DPO, PPO and RLOO.
 
     from cai.train import DPOConfig, train_dpo
     train_dpo(DPOConfig(model="runs/sft", data=DataConfig(path="out/feedback")))
@@ -17,6 +17,7 @@ from cai.train.config import (
     SFTConfig,
     load_config,
 )
+from cai.train.ppo_config import PPOConfig
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False):
@@ -34,7 +35,19 @@ def train_dpo(cfg: DPOConfig, resume: bool = False):
     return train(cfg, resume)
 
 
+def train_ppo(cfg: PPOConfig, resume: bool = False, reward_fn=None):
+    """PPO (or RLOO with `algorithm: rloo`). `reward_fn(prompts, responses) -> list[float]` overrides `cfg.reward`."""
+    from cai.train.ppo import train
+    return train(cfg, resume, reward_fn)
+
+
+def train_rloo(cfg: PPOConfig, resume: bool = False, reward_fn=None):
+    from cai.train.rloo import train
+    return train(cfg, resume, reward_fn)
+
+
 __all__ = [
+    "PPOConfig",
     "DPOConfig",
     "DataConfig",
     "LoraConfig",
@@ -44,6 +57,8 @@ __all__ = [
     "SFTConfig",
     "load_config",
     "train_dpo",
+    "train_ppo",
+    "train_rloo",
     "train_rm",
     "train_sft",
 ]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-STAGE_TITLES = {"sft": "supervised fine-tuning", "rm": "Bradley-Terry reward model", "dpo": "DPO"}
+STAGE_TITLES = {"sft": "supervised fine-tuning", "rm": "Bradley-Terry reward model", "dpo": "DPO",
+                "ppo": "PPO with a KL penalty", "rloo": "RLOO with a KL penalty"}
 
 
 def write_card(output_dir: str | Path, stage: str, config: dict, base_model: str, provenance: dict,

@@ -8,16 +8,20 @@ from __future__ import annotations
 import argparse
 
 from cai.train.config import STAGES
+from cai.train.ppo_config import PPOConfig
 
 HELP = {"sft": "supervised fine-tuning on chat messages (assistant tokens only)",
         "rm": "Bradley-Terry reward model on preference pairs (soft labels)",
-        "dpo": "DPO / IPO / cDPO / robust DPO on preference pairs"}
+        "dpo": "DPO / IPO / cDPO / robust DPO on preference pairs",
+        "ppo": "PPO with a per-token KL penalty against a reward model, judge or Python reward function",
+        "rloo": "RLOO (K samples per prompt, leave-one-out baseline): PPO's config with algorithm rloo"}
+CONFIGS = {**STAGES, "ppo": PPOConfig, "rloo": PPOConfig}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model: sft, rm (reward model) or dpo")
+    p = sub.add_parser("train", help="train a model: sft, rm (reward model), dpo, ppo or rloo")
     tsub = p.add_subparsers(dest="train_stage", metavar="STAGE", required=True)
-    for stage in STAGES:
+    for stage in CONFIGS:
         s = tsub.add_parser(stage, help=HELP[stage], description=HELP[stage] + ". Overrides are dotted "
                             "config keys, e.g. optim.lr=1e-5 run.max_steps=10 data.path=out/feedback")
         s.add_argument("--config", help="YAML config (see configs/); defaults apply to absent keys")
@@ -49,7 +53,7 @@ def _handler(stage: str):
         import yaml
 
         from cai.train.config import load_config
-        cfg = load_config(STAGES[stage], args.config, args.overrides)
+        cfg = load_config(CONFIGS[stage], args.config, args.overrides)
         if args.print_config:
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
             return 0

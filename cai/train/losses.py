@@ -155,3 +155,160 @@ def dpo_implicit_rewards(chosen_logratio: torch.Tensor, rejected_logratio: torch
                          beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Implicit rewards β·(log π − log π_ref) of chosen and rejected (Rafailov et al. 2023 §5). (B,) each."""
     return beta * chosen_logratio.detach(), beta * rejected_logratio.detach()
+
+
+# ---- PPO for language models ---------------------------------------------------------------------------
+# Huang et al. 2024, "The N Implementation Details of RLHF with PPO" (arXiv 2403.17031), reproduced in
+# vwxyzjn/summarize_from_feedback_details/ppo.py. A response of R tokens is an episode of R actions; the
+# trainer pads responses to (B, R) and passes `mask` (B, R) = 1 on real tokens (through the first EOS).
+
+
+def truncate_after_eos(response_ids: torch.Tensor, eos_ids: list[int] | tuple[int, ...],
+                       pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The EOS trick, part 1: keep each response up to and including its first EOS, pad the rest.
+
+    response_ids: (B, R). Returns (ids (B, R) with pad after the first EOS, mask (B, R) of kept tokens,
+    has_eos (B,) bool). A response with no EOS keeps all R tokens (it hit the length limit).
+    """
+    is_eos = torch.isin(response_ids, torch.as_tensor(list(eos_ids), device=response_ids.device))  # (B, R)
+    has_eos = is_eos.any(-1)
+    R = response_ids.size(1)
+    first = torch.where(has_eos, is_eos.float().argmax(-1), torch.full_like(has_eos, R - 1, dtype=torch.long))
+    mask = torch.arange(R, device=response_ids.device)[None] <= first[:, None]  # (B, R)
+    return response_ids.masked_fill(~mask, pad_id), mask.long(), has_eos
+
+
+def penalize_no_eos(scores: torch.Tensor, has_eos: torch.Tensor, no_eos_score: float) -> torch.Tensor:
+    """The EOS trick, part 2: a response that never emitted EOS within the length limit gets the fixed
+    score `no_eos_score` (−1 in Huang et al. 2024 §"EOS trick") instead of the reward model's.
+    scores: (B,), has_eos: (B,) bool. Returns (B,)."""
+    return torch.where(has_eos, scores, torch.full_like(scores, no_eos_score))
+
+
+def kl_shaped_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
+                      beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards with the KL penalty, and the score added at the last real token:
+
+        r_t = −β · (log π(a_t|s_t) − log π_ref(a_t|s_t)) + [t = last] · score
+
+    (Ziegler et al. 2019 eq. 2; Ouyang et al. 2022 eq. 2; Huang et al. 2024 detail 4.) The per-token KL
+    estimate is the log-ratio k1 (unbiased; it can be negative per token).
+    scores: (B,); logps, ref_logps, mask: (B, R). Returns (rewards (B, R), kl (B, R)), both 0 where mask is 0.
+    """
+    m = mask.to(logps.dtype)
+    kl = (logps - ref_logps) * m  # (B, R)
+    rewards = -beta * kl
+    last = (mask.long().sum(-1) - 1).clamp(min=0)  # (B,) index of the last real token
+    rewards = rewards.scatter_add(1, last[:, None], scores.to(rewards.dtype)[:, None])
+    return rewards, kl
+
+
+def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+                   lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16), right to left:
+
+        δ_t = r_t + γ V(s_{t+1}) − V(s_t),   A_t = δ_t + γ λ A_{t+1},   returns_t = A_t + V(s_t)
+
+    with V = 0 after the last real token (the episode ends at EOS or at the length limit).
+    rewards, values, mask: (B, R). Returns (advantages (B, R), returns (B, R)), 0 where mask is 0.
+    """
+    m = mask.to(values.dtype)
+    values = values * m
+    R = rewards.size(1)
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(R)):
+        next_v = values[:, t + 1] if t + 1 < R else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = (delta + gamma * lam * last) * m[:, t]
+        adv[:, t] = last
+    return adv, (adv + values) * m
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Masked whitening (x − mean) / sqrt(var + 1e-8) over the real tokens, with the unbiased variance as in
+    summarize_from_feedback_details `masked_whiten`. shift_mean=False keeps the mean (used for rewards).
+    values, mask: (B, R). Returns (B, R), 0 where mask is 0."""
+    m = mask.to(values.dtype)
+    n = m.sum()
+    mean = (values * m).sum() / n
+    var = (((values - mean) * m) ** 2).sum() / (n - 1).clamp(min=1)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * m
+
+
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
+                    clip: float = 0.2) -> torch.Tensor:
+    """PPO's clipped surrogate, per token (Schulman et al. 2017, eq. 7), as a loss to minimise:
+
+        ρ = exp(log π − log π_old),   L = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))
+
+    logps, old_logps, advantages: (B, R) (or (B,) for sequence-level ratios). Returns the same shape;
+    the caller masks and averages."""
+    ratio = torch.exp(logps - old_logps)
+    return torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                   clip: float = 0.2) -> torch.Tensor:
+    """Clipped value loss, per token (Huang et al. 2024 detail "value function clipping"; OpenAI baselines):
+
+        L = ½ · max((V − G)², (V_old + clip(V − V_old, −ε, ε) − G)²)
+
+    values, old_values, returns: (B, R). Returns (B, R); the trainer multiplies the masked mean by vf_coef."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
+
+
+def approx_kl(logps: torch.Tensor, old_logps: torch.Tensor) -> torch.Tensor:
+    """k2 estimate ½ (log π − log π_old)² of KL(π_old ‖ π) per token, as logged by summarize_from_feedback_
+    details (http://joschu.net/blog/kl-approx.html). (B, R) -> (B, R)."""
+    return 0.5 * (logps - old_logps) ** 2
+
+
+def clip_fraction(logps: torch.Tensor, old_logps: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+    """1 where the ratio left [1−ε, 1+ε] (PPO's clipfrac), else 0. (B, R) -> (B, R) float."""
+    return ((logps - old_logps).exp().sub(1).abs() > clip).float()
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy −Σ p log p of softmax(logits) over the last dim. (..., V) -> (...) in fp32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def adaptive_kl_beta(beta: float, kl: float, target: float, horizon: int, n_steps: int) -> float:
+    """Adaptive KL controller (Ziegler et al. 2019 §2.2):
+
+        e = clip((KL − KL_target) / KL_target, −0.2, 0.2),   β ← β · (1 + e · n / horizon)
+
+    kl: the mean sequence KL of the batch; n_steps: episodes in the batch. Returns the new β."""
+    err = min(max((kl - target) / target, -0.2), 0.2)
+    return beta * (1 + err * n_steps / horizon)
+
+
+# ---- RLOO (Ahmadian et al. 2024, arXiv 2402.14740; TRL 1.16 RLOOTrainer) --------------------------------
+
+
+def rloo_advantages(scores: torch.Tensor, seq_kl: torch.Tensor, k: int, beta: float) -> torch.Tensor:
+    """Leave-one-out advantages with the sequence-level KL in the reward (TRL 1.16 rloo_trainer.py
+    `_generate_and_score_completions`, the lines after "Include the KL penalty in the reward"):
+
+        r_i = score_i − β · Σ_t (log π_old − log π_ref),   A_i = r_i − 1/(K−1) Σ_{j≠i} r_j
+
+    scores, seq_kl: (P·K,), the K samples of each prompt contiguous. Returns (P·K,)."""
+    r = (scores - beta * seq_kl).view(-1, k)  # (P, K)
+    baseline = (r.sum(-1, keepdim=True) - r) / (k - 1)
+    return (r - baseline).view(-1)
+
+
+def rloo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
+                     clip: float = 0.2) -> torch.Tensor:
+    """RLOO's clipped loss on sequence-level ratios (TRL 1.16 `RLOOTrainer._compute_loss`):
+
+        ρ = exp(Σ_t log π − Σ_t log π_old),   L = −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)
+
+    logps, old_logps: (B,) summed over response tokens; advantages: (B,). Returns (B,) (TRL: its mean)."""
+    return ppo_policy_loss(logps, old_logps, advantages, clip)

@@ -1,0 +1,318 @@
+"""PPO with a per-token KL penalty, and RLOO: `cai train ppo|rloo` or `train_ppo(PPOConfig(...))`.
+
+One iteration (Huang et al. 2024, "The N Implementation Details of RLHF with PPO"; METHOD.md, PPO/RLOO):
+  1. rollout  — the engine (in-process vLLM, or transformers) samples responses to a batch of prompts;
+  2. score    — reward model (normalised), d-RLAIF judge or Python callable; EOS trick;
+  3. old/ref/value — training-policy log-probs at the sampling temperature, reference log-probs, values;
+  4. KL       — per-token −β·log-ratio with the score at the last token (RLOO: sequence KL in the reward);
+  5. GAE      — advantages and returns (γ=1, λ=0.95), whitened (RLOO: leave-one-out baseline);
+  6. update   — `ppo.epochs` passes of `ppo.num_minibatches` clipped policy (+ clipped value) steps;
+  7. sync     — the new weights go into the engine (`cai.engine.weight_sync`).
+Old log-probs are RECOMPUTED by the training model (fp32) rather than taken from the engine, so the
+ratio is exact whatever the engine's dtype; the engine/trainer log-prob gap is logged every step
+(`logprob_gap`, raw log-probs, mean |Δ| per token) as a check of the sync.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cai.engine.weight_sync import sync_weights
+from cai.models import model_hash as _model_hash
+from cai.train import common, losses, rollout
+from cai.train.card import write_card
+from cai.train.lora import check_targets
+from cai.train.ppo_config import PPOConfig
+from cai.train.ppo_monitor import PLOT_KEYS, Monitors
+
+
+def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
+    # 1. processes, seed, tokenizer, prompts
+    model_path = common.resolve(cfg.model, "model")
+    common.check_resume(cfg.run.output_dir, resume)
+    acc = common.make_accelerator(cfg.run.seed)
+    tok = common.load_tokenizer(model_path)
+    check_targets(cfg, model_path)
+    prompts, prompt_ids, dropped = rollout.load_prompt_rows(cfg.data, tok)
+    rloo, world, rank = cfg.algorithm == "rloo", acc.num_processes, acc.process_index
+    K = cfg.ppo.rloo_k if rloo else 1
+    if cfg.run.batch_size % world or (cfg.run.batch_size // world * K) % cfg.ppo.num_minibatches:
+        from cai.train.config import config_error
+        raise config_error(cfg, "run.batch_size", f"{cfg.run.batch_size} prompts × {K} samples must split evenly "
+                           f"over {world} processes and {cfg.ppo.num_minibatches} minibatches")
+    if acc.is_main_process:
+        import sys
+        print(f"cai train {cfg.algorithm}: {len(prompts)} prompts ({dropped} dropped over "
+              f"max_prompt_length={cfg.data.max_prompt_length})", file=sys.stderr)
+
+    # 2. policy, reference (LoRA: the adapter disabled), value model (not for RLOO); dropout off in all
+    policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
+    value = None if rloo else _load_value(cfg, model_path, tok, reward_fn)
+    if cfg.lora.enabled:
+        from cai.train.lora import apply_lora
+        policy = apply_lora(policy, cfg.lora, cfg)
+        if value is not None:
+            value = apply_lora(value, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
+    ref = None
+    if not cfg.lora.enabled or cfg.ref_model:
+        ref = common.load_causal_lm(common.resolve(cfg.ref_model or cfg.model, "ref_model"), cfg.run.dtype)
+        ref.to(acc.device).eval().requires_grad_(False)
+    module = rollout.PolicyValue(policy, value)
+
+    # 3. reward source and rollout engine
+    reward = rollout.make_reward(cfg, reward_fn, acc.device)
+    engine = make_rollout_engine(cfg, model_path)
+    eos_ids = _eos_ids(tok, model_path)
+
+    # 4. optimizer, schedule, processes, resume
+    steps = common.total_steps(len(prompts), cfg.run)
+    opt = common.make_optimizer(module, cfg.optim)
+    sched = common.make_scheduler(opt, cfg.optim, steps * cfg.ppo.epochs * cfg.ppo.num_minibatches)
+    module, opt = acc.prepare(module, opt)
+    acc.register_for_checkpointing(sched)
+    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
+    state = ckpt.load() if resume else {"step": 0}
+    start, beta = state["step"], state.get("beta", cfg.ppo.beta)
+    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, cfg.algorithm)
+    monitors = Monitors(cfg.monitor, cfg.run.output_dir, acc.is_main_process, start, state.get("monitor"))
+    inner = acc.unwrap_model(module)
+    sync_weights(engine, inner.policy)  # resumed or LoRA-merged weights, or an engine handed over by a caller
+
+    last: dict = {}
+    for step in range(start, steps):
+        t = {}
+        t0 = time.perf_counter()
+        # 5. rollout: this process's share of the iteration's prompts, K samples each, seeded by (seed, step, row)
+        glob = _step_prompts(len(prompts), cfg.run.batch_size, step, cfg.run.seed)
+        mine = list(range(rank, len(glob), world))  # positions in the global batch; seeds follow them, so the
+        index = [glob[g] for g in mine for _ in range(K)]  # samples do not depend on the process count
+        seeds = [(cfg.run.seed * 1_000_003 + step * 10_007 + g * K + k) % 2**31 for g in mine for k in range(K)]
+        batch = rollout.sample(engine, prompt_ids, index, seeds, cfg.rollout, tok, eos_ids)
+        t["rollout"] = time.perf_counter() - t0
+
+        # 6. score: reward (normalised), failures count as 0, EOS trick
+        t1 = time.perf_counter()
+        raw, norm = reward([prompts[i] for i in index], batch.texts)
+        failed = [math.isnan(x) for x in norm]
+        scores = torch.tensor([0.0 if f else x for f, x in zip(failed, norm)])
+        if cfg.ppo.penalize_no_eos:
+            scores = losses.penalize_no_eos(scores, batch.has_eos, cfg.ppo.no_eos_score)
+        t["reward"] = time.perf_counter() - t1
+
+        # 7. old log-probs (training policy, sampling temperature), reference log-probs, values: no grad
+        t1 = time.perf_counter()
+        old, ent, rawlp, old_values, ref_lp = _rollout_forwards(acc, inner, ref, batch, cfg)
+        t["ref_value"] = time.perf_counter() - t1
+        mask = batch.mask.float()
+        seq_kl = ((old - ref_lp) * mask).sum(-1)  # (B,)
+
+        # 8. KL in the reward, and advantages (PPO: per-token + GAE + whitening; RLOO: sequence + leave-one-out)
+        if rloo:
+            adv = losses.rloo_advantages(scores, seq_kl, K, beta)  # (B,)
+            returns = None
+        else:
+            rewards, _ = losses.kl_shaped_rewards(scores, old, ref_lp, mask, beta)
+            adv, returns = losses.gae_advantages(rewards, old_values, mask, cfg.ppo.gamma, cfg.ppo.lam)
+            if cfg.ppo.whiten_advantages:
+                adv = _whiten_global(acc, adv, mask, cfg.rollout.max_new_tokens)
+
+        # 9. update: epochs × minibatches, each one optimizer step; token (PPO) or sequence (RLOO) mean
+        t1 = time.perf_counter()
+        upd = _update(acc, module, opt, sched, cfg, batch, old, old_values, adv, returns, step)
+        t["update"] = time.perf_counter() - t1
+
+        # 10. sync: the engine samples the next batch from the updated weights
+        t1 = time.perf_counter()
+        sync_weights(engine, inner.policy)
+        t["sync"] = time.perf_counter() - t1
+
+        # 11. monitors, metrics, samples, adaptive β, checkpoint
+        row = _gather_rows(acc, raw, scores.tolist(), batch.lengths.tolist(), seq_kl.tolist(),
+                           batch.has_eos.tolist(), failed)
+        n_tok = common.reduce_sum(acc, mask.sum()).item()
+        gap = common.reduce_sum(acc, ((batch.engine_logps - rawlp).abs() * mask).sum()).item() / max(n_tok, 1)
+        ent_mean = common.reduce_sum(acc, (ent * mask).sum()).item() / max(n_tok, 1)
+        kl_mean = sum(row["kl"]) / len(row["kl"])
+        dt = time.perf_counter() - t0
+        last = {"reward/score": _mean(row["score"]), "reward/raw": _nanmean(row["raw"]), "kl": kl_mean,
+                "entropy": ent_mean, "length/mean": _mean(row["length"]),
+                "length/limit_frac": _mean([float(n >= cfg.rollout.max_new_tokens and not e)
+                                            for n, e in zip(row["length"], row["eos"])]),
+                "length/no_eos_frac": _mean([float(not e) for e in row["eos"]]),
+                "reward/failures": sum(row["failed"]), "logprob_gap": gap, "beta": beta, **upd,
+                **{f"time/{k}": v for k, v in t.items()}, "lr": sched.get_last_lr()[0], "tokens": n_tok,
+                "step_time_s": dt, "tokens_per_s": n_tok / dt}
+        last.update(monitors.observe(step + 1, row["score"], row["length"], kl_mean))
+        metrics.log(step + 1, last)
+        monitors.samples(step + 1, [prompts[i] for i in index], batch.texts, scores.tolist())
+        if cfg.ppo.adaptive_kl:
+            beta = losses.adaptive_kl_beta(beta, kl_mean, cfg.ppo.kl_target, cfg.ppo.kl_horizon, len(row["kl"]))
+        common.step_delay()
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
+            ckpt.save(step + 1, {"stage": cfg.algorithm, "beta": beta, "monitor": monitors.state()})
+
+    # 12. model (policy; LoRA merged when lora.merge), value model, card, plot
+    metrics.close()
+    engine.close()
+    out_dir = common.save_output(acc, _AsModel(inner.policy), tok, cfg.run.output_dir, cfg.lora.merge)
+    if acc.is_main_process:
+        final = {k: v for k, v in last.items() if not k.startswith("time/")}
+        write_card(out_dir, cfg.algorithm, asdict(cfg), cfg.model, {"source": cfg.data.path, "rows": len(prompts)},
+                   {"prompts": len(prompts), "dropped": dropped}, final,
+                   {"steps": steps, "warnings": monitors.warnings}, base_hash=_model_hash(model_path))
+        common.plot_metrics(out_dir, PLOT_KEYS, f"{cfg.algorithm.upper()} monitors")
+    acc.wait_for_everyone()
+    return out_dir
+
+
+class _AsModel(nn.Module):
+    """`common.save_output` saves `.model` of what it is given: the policy alone, not the value model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+
+def make_rollout_engine(cfg: PPOConfig, model_path: Path):
+    """The in-process rollout engine, started from the initial policy weights."""
+    from cai.engine import make_engine
+    r = cfg.rollout
+    if r.engine == "vllm":
+        return make_engine("vllm", str(model_path), dtype=r.dtype, max_model_len=r.max_model_len,
+                           enforce_eager=True, kv_cache_memory_bytes=r.kv_cache_mb * 2**20, seed=cfg.run.seed)
+    return make_engine("hf", str(model_path), dtype=r.dtype, max_model_len=r.max_model_len, seed=cfg.run.seed)
+
+
+def _load_value(cfg: PPOConfig, model_path: Path, tok, reward_fn):
+    """Value model: `value_model`, else the reward model (kind rm), else the policy with a fresh scalar head."""
+    from cai.train.rm import load_reward_model
+    if cfg.value_model:
+        path = common.resolve(cfg.value_model, "value_model")
+    elif cfg.reward.kind == "rm" and reward_fn is None:
+        path = common.resolve(cfg.reward.model, "reward.model")
+    else:
+        path = model_path
+    return load_reward_model(path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
+
+
+def _eos_ids(tok, model_path: Path) -> list[int]:
+    from transformers import GenerationConfig
+    ids = {tok.eos_token_id}
+    try:
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        ids |= set(eos if isinstance(eos, list) else [eos])
+    except OSError:
+        pass
+    return sorted(i for i in ids if i is not None)
+
+
+def _step_prompts(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    from cai.train.data import step_indices
+    return step_indices(n, batch_size, step, seed)
+
+
+@torch.no_grad()
+def _rollout_forwards(acc, inner, ref, batch, cfg: PPOConfig):
+    """(old log-probs, entropy, raw log-probs, values or None, reference log-probs), each (B, R), in micro-batches."""
+    outs: dict[str, list] = {k: [] for k in ("old", "ent", "raw", "val", "ref")}
+    mb, T, dev = cfg.run.micro_batch_size, cfg.rollout.temperature, acc.device
+    P, R = batch.P, batch.response_ids.size(1)
+    inner.eval()
+    for lo in range(0, batch.input_ids.size(0), mb):
+        ids, am = batch.input_ids[lo:lo + mb].to(dev), batch.attention_mask[lo:lo + mb].to(dev)
+        old, ent, raw, val = inner(ids, am, P, R, T, with_entropy=True)
+        outs["old"].append(old)
+        outs["ent"].append(ent)
+        outs["raw"].append(raw)
+        if val is not None:
+            outs["val"].append(val)
+        if ref is not None:
+            outs["ref"].append(rollout.policy_logps(ref, ids, am, P, R, T)[0])
+        else:  # LoRA: the reference is the base with the adapter disabled
+            with inner.policy.disable_adapter():
+                outs["ref"].append(rollout.policy_logps(inner.policy, ids, am, P, R, T)[0])
+    inner.train()
+    cat = {k: torch.cat(v).cpu() if v else None for k, v in outs.items()}
+    return cat["old"], cat["ent"], cat["raw"], cat["val"], cat["ref"]
+
+
+def _whiten_global(acc, adv: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
+    """`losses.whiten` over the whole batch of all processes (padded to `width` columns to gather)."""
+    if acc.num_processes == 1:
+        return losses.whiten(adv, mask)
+    R = adv.size(1)
+    pad = (0, width - R)
+    a = acc.gather(torch.nn.functional.pad(adv, pad).to(acc.device)).cpu()
+    m = acc.gather(torch.nn.functional.pad(mask, pad).to(acc.device)).cpu()
+    w = losses.whiten(a, m)
+    n = adv.size(0)
+    return w[acc.process_index * n:(acc.process_index + 1) * n, :R]
+
+
+def _update(acc, module, opt, sched, cfg: PPOConfig, batch, old, old_values, adv, returns, step: int) -> dict:
+    """`ppo.epochs` × `ppo.num_minibatches` optimizer steps on this rollout batch; returns mean statistics."""
+    rloo = cfg.algorithm == "rloo"
+    n, M, world, dev = batch.input_ids.size(0), cfg.ppo.num_minibatches, acc.num_processes, acc.device
+    P, R, T, clip = batch.P, batch.response_ids.size(1), cfg.rollout.temperature, cfg.ppo.clip
+    mask = batch.mask.float()
+    old_seq = (old * mask).sum(-1)
+    stats = {k: 0.0 for k in ("loss/policy", "loss/value", "clipfrac", "approx_kl", "grad_norm")}
+    counts = {"n_steps": 0}
+    for epoch in range(cfg.ppo.epochs):
+        g = torch.Generator().manual_seed(cfg.run.seed * 7919 + step * 131 + epoch)
+        perm = torch.randperm(n, generator=g)
+        for mb in perm.chunk(M):
+            denom = common.reduce_sum(acc, mask[mb].sum()).item() if not rloo else len(mb) * world
+            micro = mb.split(cfg.run.micro_batch_size)
+            for j, mi in enumerate(micro):
+                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
+                with sync:
+                    ids, am, m = batch.input_ids[mi].to(dev), batch.attention_mask[mi].to(dev), mask[mi].to(dev)
+                    logps, _, _, values = module(ids, am, P, R, T)
+                    o = old[mi].to(dev)  # (b, R)
+                    if rloo:  # sequence-level ratio, as TRL's RLOOTrainer
+                        logps, o = (logps * m).sum(-1), old_seq[mi].to(dev)
+                        m = torch.ones_like(logps)
+                        pg = losses.rloo_policy_loss(logps, o, adv[mi].to(dev), clip).sum()
+                        vf = torch.zeros((), device=dev)
+                    else:
+                        pg = (losses.ppo_policy_loss(logps, o, adv[mi].to(dev), clip) * m).sum()
+                        vf = (losses.ppo_value_loss(values, old_values[mi].to(dev), returns[mi].to(dev),
+                                                    cfg.ppo.vf_clip) * m).sum()
+                    # sum / global count (tokens for PPO, sequences for RLOO); × world because DDP averages
+                    acc.backward((pg + cfg.ppo.vf_coef * vf) / denom * world)
+                lp = logps.detach()
+                stats["loss/policy"] += pg.item() / denom
+                stats["loss/value"] += vf.item() / denom
+                stats["clipfrac"] += (losses.clip_fraction(lp, o, clip) * m).sum().item() / denom
+                stats["approx_kl"] += (losses.approx_kl(lp, o) * m).sum().item() / denom
+            stats["grad_norm"] += common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
+            counts["n_steps"] += 1
+    # each process summed its share of every minibatch mean: add the shares, then average over the steps
+    return {k: (v if k == "grad_norm" else common.reduce_sum(acc, v).item()) / counts["n_steps"]
+            for k, v in stats.items()}
+
+
+def _gather_rows(acc, raw, scores, lengths, kl, eos, failed) -> dict:
+    rows = {"raw": raw, "score": scores, "length": lengths, "kl": kl, "eos": eos, "failed": failed}
+    if acc.num_processes == 1:
+        return rows
+    from accelerate.utils import gather_object
+    return {k: gather_object(v) for k, v in rows.items()}
+
+
+def _mean(x: list) -> float:
+    return sum(x) / len(x) if x else math.nan
+
+
+def _nanmean(x: list) -> float:
+    return _mean([v for v in x if not math.isnan(v)])
+
+
+train_ppo = train  # the pipeline registry's entry point name (`cai.train.ppo:train_ppo`)
