@@ -52,3 +52,48 @@ def test_a_revision_that_repeats_its_critique_is_scaffold():
     final = {"text": text + " ", "finish_reason": "stop"}
     assert first_filter(ALL, final, {"text": "A gunshot."}, {"text": text}) == "scaffold"
     assert first_filter(ALL, final, {"text": "A gunshot."}) is None  # without its critique it reads as an answer
+
+
+# ---- the result is the last revision that passes (issue 11: round 2 often copies its critique) ---------------
+
+def _step(text, finish="stop"):
+    return {"text": text, "finish_reason": finish, "tokens": len(text.split())}
+
+
+GOOD = "I can't help with hurting anyone. If a neighbour worries you, talk to them or call mediation."
+
+
+def test_final_round_is_the_last_revision_that_passes():
+    from cai.critique.conversation import final_round
+    answer, crit1, crit2 = _step("Hit him."), _step("It encourages violence."), _step("It is still unkind.")
+    copy = _step("It is still unkind.")  # round 2's revision repeats its critique: scaffold
+    assert final_round(ALL, [answer, crit1, _step(GOOD), crit2, copy]) == (1, None)
+    assert final_round(ALL, [answer, crit1, copy, crit2, _step(GOOD)]) == (2, None)
+    assert final_round(ALL, [answer, crit1, _step(GOOD), crit2, _step(GOOD + " Stay safe.")]) == (2, None)
+    # nothing passes: the row is dropped by the last round's filter
+    assert final_round(ALL, [answer, crit1, _step("Hit him."), crit2, _step("x" * 9, "length")]) == (None, "truncated")
+    assert final_round((), [answer, crit1, copy]) == (1, None)  # no filters: the last revision stands
+
+
+def test_a_failed_later_round_settles_on_the_good_revision_and_stops():
+    from cai.constitution import load_constitution
+    from cai.critique.config import CritiqueConfig
+    from cai.critique.conversation import Conversation, rows_of
+    from cai.engine.base import Completion, Result
+
+    c = load_constitution("harmless")
+    p = c.critiques[0]
+    cfg = CritiqueConfig(rounds=3, retries=0)
+    conv = Conversation("x", "How do I hurt my neighbour?", [p, p, p])
+
+    def give(text):
+        rid, msgs, params, request = conv.next_request(c, cfg)
+        conv.advance(Result([Completion(text, [1] * len(text.split()), None, "stop")]), request, cfg)
+
+    for text in ("Hit him.", "It encourages violence.", GOOD, "It is still unkind.", "It is still unkind."):
+        give(text)
+    assert conv.settled and conv.done and len(conv.steps) == 5  # round 3 is never asked for
+    rows = rows_of(conv.record(), {"id": "x", "prompt": "How do I hurt my neighbour?"}, cfg, {}, "kept", None, 1)
+    assert rows["sft"][0]["messages"][-1]["content"] == GOOD and rows["sft"][0]["final_round"] == 1
+    assert rows["prefs"][0]["chosen"][0]["content"] == GOOD
+    assert [t["final"] for t in rows["trace"]] == [True, False] and rows["trace"][1]["revision"] == "It is still unkind."

@@ -42,6 +42,7 @@ class Conversation:
     too_long: str | None = None  # the context overflowed: why (the conversation ends there)
     attempt: int = 0  # attempts of the current step that were sampled again
     discarded_tokens: int = 0  # tokens of the current step's discarded attempts
+    settled: bool = False  # a later round's revision failed the filters: the last good revision stands
 
     @property
     def n_steps(self) -> int:
@@ -49,7 +50,8 @@ class Conversation:
 
     @property
     def done(self) -> bool:
-        return self.error is not None or self.too_long is not None or len(self.steps) == self.n_steps
+        return (self.error is not None or self.too_long is not None or self.settled
+                or len(self.steps) == self.n_steps)
 
     def next_request(self, c, cfg: CritiqueConfig) -> tuple[str, list[dict], SamplingParams, str | None]:
         """(request id, chat messages, sampling params, rendered user request) of the next step."""
@@ -97,6 +99,10 @@ class Conversation:
         new.update(attempts=self.attempt + 1, discarded_tokens=self.discarded_tokens)
         self.attempt = self.discarded_tokens = 0
         self.steps.append(new)
+        if step == "revision" and cfg is not None and r > 1 and final_round(cfg.filters, self.steps)[0] != r:
+            # Small models often answer a second critique by repeating it: a round that makes the answer
+            # unusable is dropped, and critiquing it further would only waste tokens.
+            self.settled = final_round(cfg.filters, self.steps)[0] is not None
         return True
 
     def record(self) -> dict[str, Any]:
@@ -104,6 +110,18 @@ class Conversation:
         return {"key": self.id, "id": self.id, "principle_ids": [p.id for p in self.principles],
                 "principle_hashes": [p.hash for p in self.principles], "steps": self.steps, "error": self.error,
                 "too_long": self.too_long}
+
+
+def final_round(filters: tuple[str, ...], steps: list[dict[str, Any]]) -> tuple[int | None, str | None]:
+    """(round whose revision is the conversation's result, None) or (None, filter that drops the last round).
+
+    The result is the last revision that passes the filters, so a later round that made the answer worse
+    (a copied critique, a truncation) does not discard an earlier good revision.
+    """
+    rounds = (len(steps) - 1) // 2  # steps: answer, then (critique, revision) per finished round
+    reasons = [first_filter(filters, steps[2 * r], steps[0], steps[2 * r - 1]) for r in range(1, rounds + 1)]
+    good = [r for r, reason in enumerate(reasons, 1) if reason is None]
+    return (good[-1], None) if good else (None, reasons[-1] if reasons else None)
 
 
 def new_conversation(row: dict[str, Any], sampler, rounds: int) -> Conversation:
@@ -118,8 +136,9 @@ def _last_user(prompt: Any) -> str:
 
 
 def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov: dict[str, Any],
-            status: str, filtered_by: str | None) -> dict[str, list[dict[str, Any]]]:
-    """The `sft`, `prefs` and `trace` rows of one finished conversation record."""
+            status: str, filtered_by: str | None, final: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The `sft`, `prefs` and `trace` rows of one finished conversation record; `final` is the round whose
+    revision is the result (see `final_round`; default the last)."""
     steps, prompt = rec["steps"], row["prompt"]
     prov = {**prov, "principle_ids": rec["principle_ids"]}
     extra = {k: v for k, v in row.items() if k not in ("id", "prompt")}
@@ -128,7 +147,8 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
               for r in range(1, len(rec["principle_ids"]) + 1)]
     # A failed or overflowing conversation has rows up to the round that stopped (its error on every row).
     stopped = rec["error"] or rec.get("too_long")
-    upto = max(1, step_name(len(steps))[1]) if stopped else len(rounds)
+    upto = max(1, step_name(len(steps))[1]) if stopped else max(1, (len(steps) - 1) // 2)  # settled: fewer
+    final = final or upto
     trace = []
     for r, (crit, rev) in enumerate(rounds[:upto], 1):
         trace.append({
@@ -141,19 +161,19 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
             "critique_tokens": crit and crit["tokens"], "critique_finish_reason": crit and crit["finish_reason"],
             "revision_request": rev and rev["request"], "revision": rev and rev["text"],
             "revision_tokens": rev and rev["tokens"], "revision_finish_reason": rev and rev["finish_reason"],
-            "revision_attempts": rev and rev.get("attempts", 1),
+            "revision_attempts": rev and rev.get("attempts", 1), "final": status == "kept" and r == final,
             **extra, **prov})
     out: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": trace}
     if status != "kept":
         return out
-    crit, rev = rounds[-1]
+    crit, rev = rounds[final - 1]
     user = as_messages(prompt, cfg.system)
-    final = {"role": "assistant", "content": rev["text"]}
+    answer = {"role": "assistant", "content": rev["text"]}
     recipe = {"init_prompt": _last_user(prompt), "init_response": init["text"],  # HF cai-conversation-harmless
               "critic_prompt": crit["request"], "critic_response": crit["text"],
-              "revision_prompt": rev["request"], "revision_response": rev["text"]}
-    out["sft"].append({"id": rec["id"], "prompt": _last_user(prompt), "messages": user + [final],
+              "revision_prompt": rev["request"], "revision_response": rev["text"], "final_round": final}
+    out["sft"].append({"id": rec["id"], "prompt": _last_user(prompt), "messages": user + [answer],
                        **recipe, **extra, **prov})
-    out["prefs"].append({"id": rec["id"], "prompt": user, "chosen": [final],
+    out["prefs"].append({"id": rec["id"], "prompt": user, "chosen": [answer],
                          "rejected": [{"role": "assistant", "content": init["text"]}], **recipe, **extra, **prov})
     return out

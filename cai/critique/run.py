@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cai.critique.config import CritiqueConfig, first_filter
-from cai.critique.conversation import Conversation, new_conversation, rows_of
+from cai.critique.config import CritiqueConfig
+from cai.critique.conversation import Conversation, final_round, new_conversation, rows_of
 
 
 def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
@@ -88,15 +88,15 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     for r in rows:
         rec = records[r["id"]]
         steps = rec["steps"]
-        reason = None if rec["error"] or rec.get("too_long") else first_filter(cfg.filters, steps[-1], steps[0],
-                                                                                steps[-2])
+        final, reason = (None, None) if rec["error"] or rec.get("too_long") else final_round(cfg.filters, steps)
         status = "error" if rec["error"] else "too_long" if rec.get("too_long") else "filtered" if reason else "kept"
         status_n[status] += 1
         if reason:
             filtered[reason] += 1
         discarded = sum(s.get("discarded_tokens", 0) for s in rec["steps"])
-        wasted += discarded + (0 if status == "kept" else sum(s["tokens"] for s in rec["steps"]))
-        for name, part in rows_of(rec, r, cfg, prov, status, reason).items():
+        dropped = rec["steps"][2 * final + 1:] if status == "kept" else rec["steps"]  # kept: rounds after the result
+        wasted += discarded + sum(s["tokens"] for s in dropped)
+        for name, part in rows_of(rec, r, cfg, prov, status, reason, final).items():
             tables[name] += part
     seconds = time.perf_counter() - t0
     kept, errors = len(tables["sft"]), status_n["error"]
