@@ -35,11 +35,11 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(
         tok, row, cfg.data.max_length, cfg.data.truncation_mode, counts))
-    common.report_data(acc, "dpo", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
     if soft and cfg.loss_type == "ipo":
         raise config_error(cfg, "loss_type", "IPO cannot use soft labels (p_chosen); set soft_labels: false")
     check_loss_data(cfg, prep, soft)
+    common.report_data(acc, "dpo", prep)
 
     # 2. policy (with LoRA: an adapter over the frozen base)
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)

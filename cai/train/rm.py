@@ -50,9 +50,9 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path, "SEQ_CLS")
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
+    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
     common.report_data(acc, "rm", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
-    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
 
     # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)
     model = load_reward_model(model_path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
