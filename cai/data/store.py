@@ -167,8 +167,9 @@ class RunDir:
             old = json.loads(run_file.read_text())
             if old.get("fingerprint") != self.fp:
                 if not self.overwrite:
-                    changed = sorted(k for k in set(old.get("config", {})) | set(config)
-                                     if old.get("config", {}).get(k) != config.get(k))
+                    new = json.loads(json.dumps(config, default=str))  # as stored: tuples are lists
+                    changed = sorted(k for k in set(old.get("config", {})) | set(new)
+                                     if old.get("config", {}).get(k) != new.get(k))
                     raise InputError(f"output directory holds a run with a different configuration "
                                      f"(changed: {', '.join(changed) or '?'}); pass --overwrite to replace it",
                                      file=self.out, field="out")
