@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from cai.errors import InputError
 
 STATE = ".cai"
+_RECORD_DELAY = float(os.environ.get("CAI_RECORD_DELAY", "0") or 0)
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -222,6 +224,8 @@ class RecordLog:
         self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        if _RECORD_DELAY:  # testing hook: slow a run down so a kill -9 test can land mid-run
+            time.sleep(_RECORD_DELAY)
 
     def close(self) -> None:
         if self._fh:
