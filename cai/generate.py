@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-DEFAULT_PROMPTS = str(Path(__file__).resolve().parents[1] / "data" / "red_team.jsonl")
+from cai.resources import shipped_dir
+
+DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
