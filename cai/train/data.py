@@ -114,7 +114,7 @@ def check_columns(rows: Rows, needed: tuple[str, ...], field_name: str = "data.p
         file, line = rows.where[i] if i < len(rows.where) else (rows.source, None)
         missing = [c for c in needed if c not in row]
         if missing:
-            what = f"line {line}" if line else f"row {i}"
+            what = "dataset" if i == 0 else f"line {line}" if line else f"row {i}"
             raise InputError(f"{what} lacks column(s) {', '.join(missing)} (has: {', '.join(row)})",
                              file=file, line=line, field=missing[0])
         p = row.get("p_chosen")
