@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-DEFAULT_PROMPTS = str(Path(__file__).resolve().parents[1] / "data" / "red_team.jsonl")
+from cai.resources import shipped_dir
+
+DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd)
 
 
+def check_sampling_flags(args) -> None:
+    """Sampling flags are user input: a bad value is a one-line error naming the flag (exit 2)."""
+    from cai.errors import InputError
+    checks = [("--n", getattr(args, "n", 1) >= 1, "must be >= 1"),
+              ("--temperature", args.temperature >= 0, "must be >= 0"),
+              ("--top-p", 0 < args.top_p <= 1, "must be in (0, 1]"),
+              ("--max-tokens", args.max_tokens >= 1, "must be >= 1"),
+              ("--limit", args.limit is None or args.limit >= 1, "must be >= 1")]
+    for flag, ok, msg in checks:
+        if not ok:
+            raise InputError(f"{msg}, got {getattr(args, flag[2:].replace('-', '_'))}", field=flag)
+
+
 def _cmd(args) -> int:
     from cai.engine import SamplingParams
+    check_sampling_flags(args)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
              system=args.system, limit=args.limit, overwrite=args.overwrite, engine_args=args)
@@ -41,16 +56,28 @@ def _cmd(args) -> int:
 
 def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
              limit: int | None = None, overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.data.sources import as_messages, load_prompts
-    from cai.data.store import RunDir
-    from cai.stage import answer_prompts, engine_from_args, print_summary, provenance
+    from cai.data.sources import load_prompts
+    from cai.data.store import RunDir, content_digest
+    from cai.stage import engine_from_args
 
     rows = load_prompts(prompts, column=column, limit=limit)
-    engine = engine or engine_from_args(engine_args, seed=seed)
-    run = RunDir(out, {"stage": "generate", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
-                       "model_hash": engine.model_hash, "params": params.to_dict(), "seed": seed, "system": system},
-                 overwrite=overwrite)
+    run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
+    try:
+        engine = engine or engine_from_args(engine_args, seed=seed)
+        # keyed by content (ids and prompt texts), not by the file's path: an edited prompt is a new run
+        run.start({"stage": "generate", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
+                   "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
+                   "params": params.to_dict(), "seed": seed, "system": system})
+        return _generate(engine, run, rows, prompts, out, params, seed, system)
+    finally:
+        run.release()
+
+
+def _generate(engine, run, rows, prompts, out, params, seed, system) -> dict[str, Any]:
+    from cai.data.layout import write_dataset
+    from cai.data.sources import as_messages
+    from cai.stage import answer_prompts, print_summary, provenance
+
     t0 = time.perf_counter()
     done = answer_prompts(engine, run, rows, params, seed=seed, system=system, log_name="responses",
                           desc="generate")

@@ -45,10 +45,12 @@ def parse_engine_args(items: list[str]) -> dict[str, Any]:
 
 def engine_from_args(args, *, seed: int = 0):
     """Open the engine the flags describe, behind the request cache."""
-    from cai.data.store import RequestCache, default_cache_path
+    from cai.data.store import RequestCache, check_output_dir, default_cache_path
     from cai.engine import make_engine
     from cai.engine.cached import CachedEngine
 
+    if getattr(args, "out", None) and not getattr(args, "eval_command", None):  # eval's --out is a report file
+        check_output_dir(args.out, [getattr(args, k, None) for k in ("prompts", "data")])  # before the model loads
     kw = parse_engine_args(args.engine_arg)
     if args.engine == "openai":
         if not args.base_url:

@@ -16,13 +16,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-import cai
 from cai.constitution.loader import display
 from cai.constitution.schema import TEMPLATE_NAMES, ComparisonPrinciple, CritiquePrinciple, Scoring
 from cai.errors import InputError
+from cai.resources import shipped_dir
 from cai.yamlio import read_text
 
-PROMPTS_DIR = Path(cai.__file__).resolve().parents[1] / "prompts"
+PROMPTS_DIR = shipped_dir("prompts")
 
 Prompt = str | list[dict]
 """A prompt is one user turn, or a conversation of `{role, content}` turns ending with the user."""

@@ -19,6 +19,26 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests write only under tmp: `CAI_CACHE` (models made by tests, hash memos, request cache, reference
+    log-probs) points at a session directory. The converted SmolLM2 alias is linked in read-only from the
+    user's cache when it is there (converting it again would take minutes), else converted here."""
+    real = Path(os.environ.get("CAI_CACHE", "~/.cache/cai")).expanduser()
+    cache = tmp_path_factory.mktemp("cai-cache")
+    (cache / "models").mkdir()
+    for name in ("smollm2-135m",):
+        if (real / "models" / name / "cai_model.json").is_file():
+            (cache / "models" / name).symlink_to(real / "models" / name, target_is_directory=True)
+    old = os.environ.get("CAI_CACHE")
+    os.environ["CAI_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("CAI_CACHE", None)
+    else:
+        os.environ["CAI_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     from cai.models import resolve_model

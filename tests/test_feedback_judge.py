@@ -45,13 +45,15 @@ def test_judge_reads_option_logprobs_in_both_orders(engine, harmless):
     cmps = judge.judge(_cmps())
     for cmp in cmps:
         assert cmp.error is None and len(cmp.principles) == 2
-        assert 0 < cmp.p_ab < 1 and 0 < cmp.p_ba < 1 and 0 <= cmp.mass_outside <= 1
+        assert cmp.p_ab != cmp.p_ba  # the two orders are different prompts
     # p_ab of the first pair is the mean over its 2 principles of the normalised option mass, recomputed here
     cmp, fresh = cmps[0], Comparison("p1", cmps[0].prompt, cmps[0].r1, cmps[0].r2, principles=cmps[0].principles)
     ids = judge._ids(fresh, fresh.r1, fresh.r2)  # [pr0 ab, pr0 ba, pr1 ab, pr1 ba]
     probs = judge.option_probs(ids)
     assert cmp.p_ab == pytest.approx((probs[0].p_first + probs[2].p_first) / 2, abs=1e-6)
     assert cmp.p_ba == pytest.approx((probs[1].p_first + probs[3].p_first) / 2, abs=1e-6)
+    assert cmp.mass_outside == pytest.approx(sum(p.mass_outside for p in probs) / 4, abs=1e-6)
+    # hand-computed values on known log-probs: tests/test_hardening_feedback.py
     top = engine.top_logprobs([ids[0]], k=20)[0]
     a, b = judge.options.variants
     if any(t in top for t in a) and any(t in top for t in b):
@@ -96,6 +98,8 @@ def test_cot_rationale_then_clamped_probabilities(engine, harmless):
 def test_d_rlaif_scores_in_range(engine, harmless):
     from cai.feedback.score import ScoreTokens, score_responses
     rewards = score_responses(engine, harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
-    assert len(rewards) == 2 and all(-1 <= r <= 1 for r in rewards)
+    again = score_responses(engine, harmless, ["Say hi."], ["Go away."])
+    assert len(rewards) == 2 and rewards[0] != rewards[1] and again == [pytest.approx(rewards[1], abs=1e-4)]
+    # the reward is the expected score of the judge's distribution, rescaled: by hand in test_hardening_feedback
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, 1, 10)
     assert len(tokens.seqs[10]) == 2 and tokens.seqs[10][0] == tokens.seqs[1][0]  # "10" = "1" "0" in SmolLM2

@@ -104,8 +104,9 @@ def test_run_dir_refuses_foreign_configuration(tmp_path):
     RunDir(tmp_path / "o", {"x": 2}, overwrite=True)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "keep.txt").write_text("precious")
-    with pytest.raises(InputError, match="not written by this command"):
-        RunDir(tmp_path / "foreign", {"x": 1})
+    for overwrite in (False, True):  # --overwrite never deletes what cai did not write
+        with pytest.raises(InputError, match="not written by cai"):
+            RunDir(tmp_path / "foreign", {"x": 1}, overwrite=overwrite)
     assert (tmp_path / "foreign" / "keep.txt").read_text() == "precious"
     write_dataset(tmp_path / "o2", {"a": [{"x": 1}]}, {}, title="t")
     assert read_config(tmp_path / "o2", "a") == [{"x": 1}]

@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-import cai
 from cai.constitution.schema import (
     TEMPLATE_NAMES,
     ComparisonExample,
@@ -28,6 +27,7 @@ from cai.constitution.schema import (
     Templates,
 )
 from cai.errors import InputError
+from cai.resources import shipped_dir
 from cai.yamlio import Marks, format_path, load_yaml, locate, read_text
 
 _KNOWN_KEYS = sorted({k for m in (ConstitutionFile, CritiquePrinciple, ComparisonPrinciple, FewShot,
@@ -42,7 +42,7 @@ _PATTERN_HINTS = {"id": _ID_HINT, "principle": _ID_HINT, "name": _ID_HINT, **{n:
 def constitutions_dir() -> Path:
     """The shipped constitutions: `$CAI_CONSTITUTIONS_DIR`, else `constitutions/` next to the package."""
     env = os.environ.get("CAI_CONSTITUTIONS_DIR")
-    return Path(env) if env else Path(cai.__file__).resolve().parents[1] / "constitutions"
+    return Path(env) if env else shipped_dir("constitutions")
 
 
 def available() -> list[str]:

@@ -16,19 +16,15 @@ from typing import Any
 
 import yaml
 
+from cai.data.store import fsync_dir
 from cai.errors import InputError
 
 ROWS_PER_SHARD = 100_000
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from cai.data.store import write_durable
+    write_durable(path, data)
 
 
 def write_config(out: str | Path, config: str, rows: list[dict[str, Any]]) -> list[Path]:
@@ -42,12 +38,18 @@ def write_config(out: str | Path, config: str, rows: list[dict[str, Any]]) -> li
     paths = []
     for i in range(n):
         chunk = rows[i * ROWS_PER_SHARD:(i + 1) * ROWS_PER_SHARD]
-        table = pa.Table.from_pylist(chunk) if chunk else pa.table({})
+        try:
+            table = pa.Table.from_pylist(chunk) if chunk else pa.table({})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # mixed types that slipped past the input checks
+            raise InputError(f"cannot write table {config!r}: {e}", file=folder) from None
         path = folder / f"train-{i:05d}-of-{n:05d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:  # the data must be on disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         paths.append(path)
+    fsync_dir(folder)
     for stale in folder.glob("train-*.parquet"):
         if stale not in paths:
             stale.unlink()

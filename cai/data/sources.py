@@ -19,9 +19,9 @@ def read_rows(path: str | Path, *, config: str | None = None) -> list[tuple[int 
     if p.is_dir():
         return [(None, r) for r in _read_dataset_dir(p, config)]
     if not p.exists():
-        if "/" in str(path) and not str(path).startswith((".", "/")) and not p.suffix:
+        if looks_like_hub_id(str(path)):
             return [(None, r) for r in _read_hub(str(path), config)]
-        raise InputError("file not found", file=p)
+        raise InputError("no such file or directory", file=p)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(p)
@@ -53,6 +53,14 @@ def read_rows(path: str | Path, *, config: str | None = None) -> list[tuple[int 
     raise InputError(f"unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)", file=p)
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """`owner/name` with no file suffix, whose first part is not a local directory: `out/sampels` (a typo
+    under an existing `out/`) is a missing local path, never a network request."""
+    parts = name.split("/")
+    return (len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) and not Path(name).suffix
+            and not Path(parts[0]).exists())
+
+
 def _read_jsonl(p: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
     try:
@@ -82,7 +90,8 @@ def _read_hub(name: str, config: str | None) -> list[dict[str, Any]]:
         import datasets
         ds = datasets.load_dataset(name, config, split="train")
     except Exception as e:
-        raise InputError(f"could not load dataset {name!r}: {type(e).__name__}", file=name) from None
+        raise InputError(f"no local file or directory of that name, and not loadable as a hub dataset "
+                         f"({type(e).__name__})", file=name) from None
     return list(ds)
 
 
@@ -92,7 +101,9 @@ def load_prompts(path: str | Path, *, column: str = "prompt", id_column: str = "
     rows = read_rows(path, config=config)
     if not rows:
         raise InputError("no prompts: the file is empty", file=path)
-    out, seen = [], set()
+    if limit is not None and limit < 1:
+        raise InputError(f"must be >= 1, got {limit}", field="--limit")
+    out, seen, lines = [], set(), []
     for i, (line, row) in enumerate(rows):
         if column not in row:
             have = ", ".join(sorted(row)) or "none"
@@ -111,10 +122,89 @@ def load_prompts(path: str | Path, *, column: str = "prompt", id_column: str = "
         if rid in seen:
             raise InputError(f"duplicate id {rid!r}", file=path, line=line, field=id_column)
         seen.add(rid)
-        out.append({**row, "id": rid, "prompt": prompt})
+        out.append({**extra_columns(row, skip=(id_column, column)), "id": rid, "prompt": prompt})
+        lines.append(line)
         if limit and len(out) >= limit:
             break
+    check_column_types(out, lines, path)
     return out
+
+
+# Column names cai writes in its output tables. An input column of the same name would silently replace
+# cai's value in `{**cai_columns, **extra}`, so it is kept as `input_<name>` instead (README, "Safety of
+# your data"). Provenance columns are here too: a prompt set made by cai carries its own.
+RESERVED_COLUMNS = frozenset("""
+    id prompt messages chosen rejected response responses response_a response_b sample sample_a sample_b
+    prompt_id finish_reason completion_tokens tokens error skip p_chosen p_ab p_ba order_consistent chosen_is_a
+    principle_id principle_ids principle_hash rationale rationale_ba mass_outside truncated judged_chosen
+    judged_rejected round status filtered_by init_prompt init_response init_tokens init_finish_reason
+    critic_prompt critic_response revision_prompt revision_response critique_request critique critique_tokens
+    critique_finish_reason revision_request revision revision_tokens revision_finish_reason
+    model_id model_hash engine dtype seed sampling cai_version role constitution constitution_hash
+    constitution_version rounds""".split())
+INPUT_PREFIX = "input_"
+
+
+def extra_columns(row: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The row's own columns, with every name cai uses for its output renamed `input_<name>`."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in skip:
+            continue
+        name = k
+        while name in RESERVED_COLUMNS or (name != k and name in row):
+            name = INPUT_PREFIX + name
+        out[name] = v
+    return out
+
+
+def _kind(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def check_column_types(rows: list[dict[str, Any]], lines: list[int | None], path) -> None:
+    """Each column holds one kind of value (nulls aside), or Parquet cannot store it: an int on one line and
+    a string on another fails here, at load time, naming FILE:LINE:COL, instead of after the whole run."""
+    first: dict[str, tuple[str, int | None]] = {}
+    for row, line in zip(rows, lines):
+        for k, v in row.items():
+            kind = _kind(v)
+            if kind is None:
+                continue
+            if k not in first:
+                first[k] = (kind, line)
+            elif first[k][0] != kind:
+                seen, at = first[k]
+                where = f" on line {at}" if at else " in an earlier row"
+                raise InputError(f"column {k!r} holds a {kind} here but a {seen}{where}; one column, one type",
+                                 file=path, line=line, col=_key_col(path, line, k), field=k)
+
+
+def _key_col(path, line: int | None, key: str) -> int | None:
+    """1-based column of `"key":` on a JSONL line (for the error message only)."""
+    if line is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, text in enumerate(f, 1):
+                if n == line:
+                    i = text.find(json.dumps(key.removeprefix(INPUT_PREFIX)) + ":")
+                    return i + 1 if i >= 0 else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def as_messages(prompt: str | list[dict[str, str]], system: str | None = None) -> list[dict[str, str]]:

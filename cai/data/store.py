@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,44 +22,174 @@ from typing import Any
 from cai.errors import InputError
 
 STATE = ".cai"
+_RECORD_DELAY = float(os.environ.get("CAI_RECORD_DELAY", "0") or 0)
 
 
 def fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class RunDir:
-    """An output directory bound to one run configuration. Reopening it with the same configuration
-    resumes; a different configuration is an error unless `overwrite` (which keeps nothing)."""
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename inside it survives a power loss (POSIX: the entry lives in the dir)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    def __init__(self, out: str | Path, config: dict[str, Any], *, overwrite: bool = False):
+
+def write_durable(path: Path, data: bytes | str) -> None:
+    """Write `path` atomically and durably: a temp file, fsync, rename, fsync of the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+# What cai writes into an output directory; `--overwrite` removes these and nothing else.
+_CAI_FILES = ("README.md", "manifest.json")
+
+
+def _cai_written_entries(out: Path) -> list[Path]:
+    """Entries of `out` that cai wrote: its state (minus the lock), card, manifest and config folders
+    holding nothing but Parquet shards (and their temp files)."""
+    keep: list[Path] = []
+    for e in out.iterdir():
+        if e.name == STATE:
+            keep += [x for x in e.iterdir() if x.name != "lock"]
+        elif e.is_file() and e.name in _CAI_FILES:
+            keep.append(e)
+        elif e.is_dir() and not e.is_symlink() and any(e.iterdir()) and all(
+                f.is_file() and (f.name.startswith("train-") or f.name.startswith(".train-")) and ".parquet" in f.name
+                for f in e.iterdir()):
+            keep.append(e)
+    return keep
+
+
+def check_output_dir(out: str | Path, inputs: list | tuple = ()) -> None:
+    """Refuse an output directory cai may not write (README, "Safety of your data"): a file, a non-empty
+    directory cai did not write, the working directory or one above it, an input, or a path inside or
+    around an input. Cheap: stages call it before they open an engine."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a directory", file=out, field="--out")
+    real = out.resolve()
+    for i in (Path(str(x)) for x in inputs if x is not None):
+        if not i.exists():
+            continue
+        ir = i.resolve()
+        if _inside(real, ir):
+            raise InputError(f"output directory is, or lies inside, the input {str(i)!r}; choose another --out",
+                             file=out, field="--out")
+        if _inside(ir, real):
+            raise InputError(f"output directory contains the input {str(i)!r}; choose another --out",
+                             file=out, field="--out")
+    if _inside(Path.cwd().resolve(), real):
+        raise InputError("output directory is the working directory or contains it; choose another --out",
+                         file=out, field="--out")
+    state = out / STATE
+    if out.is_dir() and any(out.iterdir()) and not (state / "run.json").is_file():
+        only_lock = [e.name for e in out.iterdir()] == [STATE] and all(x.name == "lock" for x in state.iterdir())
+        if not only_lock:
+            raise InputError("output directory is not empty and was not written by cai (no .cai/run.json); "
+                             "cai never deletes files it did not write: choose another --out or empty it",
+                             file=out, field="--out")
+
+
+class RunDir:
+    """An output directory bound to one run configuration.
+
+    Safety rules (README, "Safety of your data"):
+    - `out` must be a directory cai wrote (it holds `.cai/run.json`), an empty directory or a new path;
+      anything else (a file, a directory with other files) is refused, with or without `overwrite`.
+    - `out` may not be one of the `inputs`, lie inside one, contain one, or contain the working directory.
+    - One process at a time: an exclusive lock on `.cai/lock` is held for the object's lifetime; a second
+      writer fails at once.
+    - Reopening with the same configuration resumes; a different one is refused unless `overwrite`, which
+      removes only what cai wrote there (`.cai/`, README.md, manifest.json, `<config>/train-*.parquet`).
+
+    `RunDir(out, inputs=..., overwrite=...)` runs the checks and takes the lock (call it before opening
+    an engine); `start(config)` binds the configuration. Passing `config` does both at once."""
+
+    def __init__(self, out: str | Path, config: dict[str, Any] | None = None, *, overwrite: bool = False,
+                 inputs: tuple | list = ()):
         self.out = Path(out)
         self.state = self.out / STATE
-        self.config = config
-        self.fp = fingerprint(config)
+        self.overwrite = overwrite
+        self.config: dict[str, Any] | None = None
+        self.fp: str | None = None
+        self._lock_fh = None
+        self._preflight([Path(str(i)) for i in inputs if i is not None])
+        self._lock()
+        if config is not None:
+            self.start(config)
+
+    # ---- checks before anything expensive ---------------------------------------------------------
+    def _preflight(self, inputs: list[Path]) -> None:
+        check_output_dir(self.out, inputs)
+
+    def _lock(self) -> None:
+        import fcntl
+        self.state.mkdir(parents=True, exist_ok=True)
+        fh = open(self.state / "lock", "a+")  # noqa: SIM115 - held for the run, released when the object dies
+        try:
+            # POSIX record lock: owned by the process, so another process is refused while a rerun in this
+            # process (tests, notebooks) is not; the kernel drops it when the process dies, even by kill -9.
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise InputError(f"another cai process (pid {holder}) is writing this output directory; wait for it "
+                             "or choose another --out", file=self.out, field="--out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ---- the configuration ------------------------------------------------------------------------
+    def start(self, config: dict[str, Any]) -> "RunDir":
+        self.config, self.fp = config, fingerprint(config)
         run_file = self.state / "run.json"
-        if self.out.exists() and any(self.out.iterdir()):
-            if run_file.is_file():
-                old = json.loads(run_file.read_text())
-                if old.get("fingerprint") != self.fp and not overwrite:
-                    changed = sorted(k for k in set(old.get("config", {})) | set(config)
-                                     if old.get("config", {}).get(k) != config.get(k))
+        if run_file.is_file():
+            old = json.loads(run_file.read_text())
+            if old.get("fingerprint") != self.fp:
+                if not self.overwrite:
+                    new = json.loads(json.dumps(config, default=str))  # as stored: tuples are lists
+                    changed = sorted(k for k in set(old.get("config", {})) | set(new)
+                                     if old.get("config", {}).get(k) != new.get(k))
                     raise InputError(f"output directory holds a run with a different configuration "
                                      f"(changed: {', '.join(changed) or '?'}); pass --overwrite to replace it",
                                      file=self.out, field="out")
-            elif not overwrite:
-                raise InputError("output directory is not empty and was not written by this command; "
-                                 "pass --overwrite to replace it", file=self.out, field="out")
-            if overwrite and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != self.fp):
-                shutil.rmtree(self.out)
-        self.state.mkdir(parents=True, exist_ok=True)
+                for e in _cai_written_entries(self.out):
+                    shutil.rmtree(e) if e.is_dir() else e.unlink()
         if not run_file.is_file():
-            tmp = run_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"fingerprint": self.fp, "config": config}, indent=2, default=str))
-            os.replace(tmp, run_file)
+            write_durable(run_file, json.dumps({"fingerprint": self.fp, "config": config}, indent=2, default=str))
+        return self
 
     def log(self, name: str) -> "RecordLog":
         return RecordLog(self.state / "records" / name)
+
+
+def content_digest(items: list) -> str:
+    """A short sha256 of JSON-able content (ids and texts of prompts or pairs): resumes are keyed by what
+    the inputs say, not by their path."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, ensure_ascii=False, default=str).encode()
+                          ).hexdigest()[:16]
 
 
 class RecordLog:
@@ -93,6 +224,8 @@ class RecordLog:
         self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        if _RECORD_DELAY:  # testing hook: slow a run down so a kill -9 test can land mid-run
+            time.sleep(_RECORD_DELAY)
 
     def close(self) -> None:
         if self._fh:

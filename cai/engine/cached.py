@@ -6,6 +6,7 @@ successful results are stored. Failed results are never cached, so a rerun retri
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -23,10 +24,22 @@ def _from_json(d: dict[str, Any]) -> Result:
                   error=d.get("error"))
 
 
+def engine_dtype(engine) -> str | None:
+    """The weight dtype an engine computes in ("float32", "bfloat16", ...), or None when unknown (HTTP)."""
+    dt = getattr(engine, "dtype", None)
+    if dt is None:
+        with contextlib.suppress(AttributeError):
+            dt = engine.llm.llm_engine.model_config.dtype  # vLLM resolves "auto" here
+    return None if dt is None else str(dt).removeprefix("torch.")
+
+
 class CachedEngine(Engine):
     def __init__(self, engine: Engine, cache: RequestCache | None):
         self.inner, self.cache = engine, cache
         self.name, self.model_id, self.model_hash = engine.name, engine.model_id, engine.model_hash
+        self.dtype = engine_dtype(engine)
+        # Cache keys name the backend and dtype too: a bf16 vLLM answer is not an fp32 transformers answer.
+        self._key_model = f"{engine.model_hash}|{engine.name}|{self.dtype}"
         self.tokenizer, self.max_model_len = engine.tokenizer, engine.max_model_len
         self._ready: list[tuple[str, Result]] = []
         self._keys: dict[str, str] = {}
@@ -34,7 +47,7 @@ class CachedEngine(Engine):
 
     def submit(self, request_id: str, prompt: Any, params: SamplingParams) -> None:
         ids = self.encode(prompt)
-        key = request_key(self.model_hash, ids, params)
+        key = request_key(self._key_model, ids, params)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.cache_hits += 1
@@ -47,8 +60,22 @@ class CachedEngine(Engine):
     def lookup(self, prompt: Any, params: SamplingParams) -> Result | None:
         """The cached result of a request, or None; touches neither the engine nor the counters
         (dry runs use it to say what a rerun would regenerate)."""
-        hit = self.cache.get(request_key(self.model_hash, self.encode(prompt), params)) if self.cache is not None else None
-        return None if hit is None else _from_json(hit)
+        if self.cache is None:
+            return None
+        ids = self.encode(prompt)
+        for ident in self._identities():
+            hit = self.cache.get(request_key(ident, ids, params))
+            if hit is not None:
+                return _from_json(hit)
+        return None
+
+    def _identities(self) -> list[str]:
+        """Cache identities to look up: ours, or, for a tokenizer-only stand-in (dry runs, which load no
+        weights and so cannot know the backend's dtype), any backend and dtype of these weights."""
+        if self.name != "none":
+            return [self._key_model]
+        return [f"{self.model_hash}|{e}|{d}" for e in ("vllm", "hf", "openai")
+                for d in ("float32", "bfloat16", "float16", None)]
 
     def has_unfinished(self) -> bool:
         return bool(self._ready) or self.inner.has_unfinished()
@@ -66,7 +93,7 @@ class CachedEngine(Engine):
         return out
 
     def _cached_batch(self, kind: str, items: list[tuple[list[int], Any]], run) -> list[Any]:
-        keys = [request_key(self.model_hash, [kind, ids, extra], SamplingParams(temperature=0, max_tokens=1))
+        keys = [request_key(self._key_model, [kind, ids, extra], SamplingParams(temperature=0, max_tokens=1))
                 for ids, extra in items]
         out: list[Any] = [self.cache.get(k) if self.cache is not None else None for k in keys]
         miss = [i for i, v in enumerate(out) if v is None]

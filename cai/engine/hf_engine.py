@@ -75,6 +75,7 @@ class HFEngine(Engine):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.dtype = str(torch_dtype).removeprefix("torch.")  # part of the request-cache key
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \

@@ -35,7 +35,22 @@ def _label_flags(p, *, with_data: bool = True) -> None:
     g.add_argument("--batch-pairs", type=int, default=256, help="pairs per engine batch (and per log flush)")
 
 
+def _flag_errors(build):
+    """Build a config from flags; a field error names the flag (`top_p` -> `--top-p`)."""
+    from cai.errors import InputError
+    try:
+        return build()
+    except InputError as e:
+        if e.field and e.file is None and not e.field.startswith("-"):
+            raise InputError(e.message, field="--" + e.field.replace("_", "-")) from None
+        raise
+
+
 def _label_config(args, seed: int):
+    return _flag_errors(lambda: _label_config_unchecked(args, seed))
+
+
+def _label_config_unchecked(args, seed: int):
     from cai.feedback.config import LabelConfig
     return LabelConfig(mode="cot" if args.cot else "compare", principles=args.principles,
                        both_orders=not args.one_order, few_shot=not args.no_few_shot, top_k=args.top_k,
@@ -44,6 +59,12 @@ def _label_config(args, seed: int):
 
 
 def _sample_config(args):
+    from cai.generate import check_sampling_flags
+    check_sampling_flags(args)
+    return _flag_errors(lambda: _sample_config_unchecked(args))
+
+
+def _sample_config_unchecked(args):
     from cai.feedback.config import SampleConfig
     return SampleConfig(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                         pairing=args.pairing, pairs_per_prompt=args.pairs_per_prompt, seed=args.seed,

@@ -40,8 +40,12 @@ class SampleConfig:
                              field="pairing")
         if self.pairs_per_prompt < 1:
             raise InputError("pairs_per_prompt must be >= 1", field="pairs_per_prompt")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
-            raise InputError("need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1", field="sampling")
+        if self.temperature < 0:
+            raise InputError(f"must be >= 0, got {self.temperature}", field="temperature")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"must be in (0, 1], got {self.top_p}", field="top_p")
+        if self.max_tokens < 1:
+            raise InputError(f"must be >= 1, got {self.max_tokens}", field="max_tokens")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,7 +23,8 @@ def read_labelled(path: str) -> list[dict[str, Any]]:
     rows = read_rows(path)
     if not rows:
         raise InputError("no labelled pairs: the file is empty", file=path)
-    out = []
+    from cai.feedback.label import check_prompt
+    out, seen = [], set()
     for i, (line, row) in enumerate(rows):
         for col in ("prompt", "response_a", "response_b", "label"):
             if col not in row:
@@ -31,8 +32,18 @@ def read_labelled(path: str) -> list[dict[str, Any]]:
         if row["label"] not in ("A", "B"):
             raise InputError(f"label must be \"A\" or \"B\", got {row['label']!r}", file=path, line=line,
                              field="label")
-        out.append({**row, "id": str(row.get("id", i)), "line": line})
+        check_prompt(row["prompt"], path, line)
+        rid = str(row.get("id", i))
+        if rid in seen:  # results are matched to rows by id
+            raise InputError(f"duplicate pair id {rid!r}", file=path, line=line, field="id")
+        seen.add(rid)
+        out.append({**row, "id": rid, "line": line})
     return out
+
+
+def _mean(xs: list) -> float | None:
+    """Mean rounded to 4 places; None when there is nothing to average (e.g. one order: no consistency)."""
+    return round(sum(xs) / len(xs), 4) if xs else None
 
 
 def _summary(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,7 +97,8 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
         p_correct = p_a if label_a else 1.0 - p_a
         items.append({"id": cmp.key, "p_a": p_a, "p_ab": cmp.p_ab, "p_ba": cmp.p_ba, "label": by_id[cmp.key]["label"],
                       "correct": (p_a >= 0.5) == label_a, "loglik": math.log(max(p_correct, 1e-12)),
-                      "confidence": pref.p_chosen, "order_consistent": pref.order_consistent,
+                      "confidence": pref.p_chosen,
+                      "order_consistent": None if cmp.p_ba is None else pref.order_consistent,
                       "principle_ids": [p.id for p in cmp.principles],
                       "first_order_correct": (cmp.p_ab >= 0.5) == label_a})
     per_principle = defaultdict(list)
@@ -99,7 +111,7 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
               "constitution_hash": c.hash, "data": str(data), "config": cfg.to_dict(),
               **_summary(items),
               "accuracy_first_order_only": round(sum(x["first_order_correct"] for x in items) / n, 4) if n else None,
-              "position_consistency": round(sum(x["order_consistent"] for x in items) / n, 4) if n else None,
+              "position_consistency": _mean([x["order_consistent"] for x in items if x["order_consistent"] is not None]),
               "label_share_a": round(sum(x["label"] == "A" for x in items) / n, 4) if n else None,
               "per_principle": {k: _summary(v) for k, v in sorted(per_principle.items())},
               "calibration": {"bins": bins, "ece": ece},

@@ -190,9 +190,14 @@ class Judge:
         """CoT: generate a rationale after "Let's think step by step:", then append the answer suffix."""
         from cai.engine import SamplingParams
         from cai.stage import request_seed
-        params = [SamplingParams(temperature=self.cfg.cot_temperature, max_tokens=self.cfg.cot_max_tokens,
-                                 seed=request_seed(self.cfg.seed, f"{comparisons[i].key}:{j}"))
-                  for j, i in enumerate(owner)]
+        # The seed names the pair and the prompt's place within it (principle × order), never the position
+        # in the batch: a resumed run draws the same rationale and hits the request cache.
+        nth: dict[int, int] = {}
+        params = []
+        for i in owner:
+            j = nth[i] = nth.get(i, -1) + 1
+            params.append(SamplingParams(temperature=self.cfg.cot_temperature, max_tokens=self.cfg.cot_max_tokens,
+                                         seed=request_seed(self.cfg.seed, f"{comparisons[i].key}:{j}")))
         results = self.engine.generate(prompts, params)
         suffix = self.engine.tokenizer(self.c.templates.cot_answer_suffix, add_special_tokens=False)["input_ids"]
         eos = {self.engine.tokenizer.eos_token_id}

@@ -7,6 +7,7 @@ plus the soft label and its evidence.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -30,7 +31,9 @@ Columns:
 - `rationale`, `rationale_ba`: chain-of-thought of each order (CoT mode; empty otherwise). In CoT mode
   each order's p is clamped to {clamp}.
 - `mass_outside`: probability the judge put on tokens other than the two option letters.
-- `truncated`: the responses were cut to fit the judge's context.
+- `truncated`: the responses were cut to fit the judge's context; `chosen`/`rejected` still hold the full
+  responses, and `judged_chosen`/`judged_rejected` the cut texts the judge read (null when not cut).
+- `order_consistent` and the manifest's `position_consistency` are null when only one order was scored.
 """
 
 
@@ -43,16 +46,33 @@ def read_pairs(data: str, config: str | None = "pairs") -> list[dict[str, Any]]:
     rows = read_rows(p, config=config if p.is_dir() and (p / (config or "")).is_dir() else None)
     if not rows:
         raise InputError("no pairs: the data is empty", file=data)
-    out = []
+    out, seen = [], set()
     for i, (line, row) in enumerate(rows):
         for col in PAIR_COLUMNS:
             if col not in row:
                 raise InputError(f"missing column {col!r} (columns: {', '.join(sorted(row)) or 'none'})",
                                  file=data, line=line, field=col)
-        if not isinstance(row["prompt"], (str, list)):
-            raise InputError("prompt must be a string or a list of messages", file=data, line=line, field="prompt")
-        out.append({**row, "id": str(row.get("id", i)), "line": line})
+        check_prompt(row["prompt"], data, line)
+        rid = str(row.get("id", i))
+        if rid in seen:  # records are keyed by id: a duplicate would get another pair's label
+            raise InputError(f"duplicate pair id {rid!r}", file=data, line=line, field="id")
+        seen.add(rid)
+        out.append({**row, "id": rid, "line": line})
     return out
+
+
+def check_prompt(prompt: Any, data, line) -> None:
+    """A pair's prompt is a non-empty string or a non-empty list of {role, content} string messages."""
+    if isinstance(prompt, str):
+        return
+    if isinstance(prompt, list) and prompt:
+        for j, m in enumerate(prompt):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise InputError(f"message {j} must be an object with string `role` and `content`, got "
+                                 f"{json.dumps(m, default=str)[:80]}", file=data, line=line, field="prompt")
+        return
+    raise InputError("prompt must be a string or a non-empty list of {role, content} messages", file=data,
+                     line=line, field="prompt")
 
 
 def skip_reason(row: dict[str, Any]) -> str | None:
@@ -120,28 +140,34 @@ def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]]
         one_order = rec["p_ba"] is None
         pref = Preference(rec["p_ab"], 1.0 - rec["p_ab"] if one_order else rec["p_ba"])
         first = pref.first_chosen
-        a, b = rec["response_a"], rec["response_b"]  # as judged (cut if truncated)
-        chosen, rejected = (a, b) if first else (b, a)
+        # Train on the full responses; the judge may have read them cut to its context ("... [...]"),
+        # and that text is kept apart, so no trainer ever learns the marker.
+        chosen, rejected = (r["response_a"], r["response_b"]) if first else (r["response_b"], r["response_a"])
+        ja, jb = rec["response_a"], rec["response_b"]
+        judged = ((ja, jb) if first else (jb, ja)) if rec["truncated"] else (None, None)
         per_principle.update(rec["principle_ids"])
         truncated += bool(rec["truncated"])
         floored += bool(rec["floored"])
         margins.append(abs(pref.p1 - 0.5))
-        consistent.append(pref.order_consistent)
+        order_consistent = None if one_order else pref.order_consistent  # one order: nothing to agree on
+        if not one_order:
+            consistent.append(order_consistent)
         outside.append(rec["mass_outside"])
         rows.append({"id": r["id"], "prompt_id": r.get("prompt_id", r["id"]),
                      "prompt": as_messages(r["prompt"]),
                      "chosen": [{"role": "assistant", "content": chosen}],
                      "rejected": [{"role": "assistant", "content": rejected}],
                      "p_chosen": pref.p_chosen, "p_ab": rec["p_ab"], "p_ba": rec["p_ba"],
-                     "order_consistent": pref.order_consistent, "chosen_is_a": first,
+                     "order_consistent": order_consistent, "chosen_is_a": first,
                      "principle_ids": rec["principle_ids"], "rationale": rec["rationale"],
                      "rationale_ba": rec["rationale_ba"], "mass_outside": rec["mass_outside"],
-                     "truncated": rec["truncated"], **prov})
+                     "truncated": rec["truncated"], "judged_chosen": judged[0], "judged_rejected": judged[1],
+                     **prov})
     n = len(rows)
     stats = {"pairs": len(pairs), "labelled": n, "errors": len(errors), "skipped": dict(skips),
              "truncated": truncated, "floored_option_mass": floored,
              "mean_abs_p_minus_half": round(sum(margins) / n, 6) if n else None,
-             "position_consistency": round(sum(consistent) / n, 6) if n else None,
+             "position_consistency": round(sum(consistent) / len(consistent), 6) if consistent else None,
              "mass_outside_options": round(sum(outside) / n, 6) if n else None,
              "per_principle": dict(sorted(per_principle.items())), "error_rows": errors[:50]}
     return rows, stats
@@ -156,17 +182,31 @@ def label(*, data: str, out: str, constitution: str, config: LabelConfig | None 
           engine=None, engine_args=None) -> dict[str, Any]:
     """Python API of `cai label`; returns the manifest."""
     from cai.constitution import load_constitution
-    from cai.data.layout import write_dataset
-    from cai.data.store import RunDir
-    from cai.stage import provenance
+    from cai.data.store import RunDir, content_digest
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)
     pairs = read_pairs(data)
-    engine = _open(engine, engine_args, cfg.seed)
-    judge = Judge(engine, c, cfg)
-    run = RunDir(out, {"stage": "label", "data": str(data), "n_pairs": len(pairs), "constitution": c.hash,
-                       "judge_hash": engine.model_hash, "config": cfg.to_dict()}, overwrite=overwrite)
+    run = RunDir(out, inputs=[data], overwrite=overwrite)  # checked before the engine loads
+    try:
+        engine = _open(engine, engine_args, cfg.seed)
+        judge = Judge(engine, c, cfg)
+        # keyed by content: an edited pair is a new run, never another pair's label
+        run.start({"stage": "label", "data": content_digest([[r["id"], r["prompt"], r["response_a"],
+                                                               r["response_b"]] for r in pairs]),
+                   "n_pairs": len(pairs), "constitution": c.hash, "judge_hash": engine.model_hash,
+                   "config": cfg.to_dict()})
+        return _label(judge, run, pairs, out, c, cfg)
+    finally:
+        run.release()
+
+
+def _label(judge, run, pairs, out, c, cfg) -> dict[str, Any]:
+    from cai.data.layout import write_dataset
+    from cai.feedback.sample import _raise_partial
+    from cai.stage import provenance
+
+    engine = judge.engine
     t0 = time.perf_counter()
     done = label_core(judge, run, pairs)
     prov = provenance(engine, seed=cfg.seed, sampling=cfg.to_dict(), constitution=c.name,
@@ -176,7 +216,6 @@ def label(*, data: str, out: str, constitution: str, config: LabelConfig | None 
     write_dataset(out, {"prefs": rows}, manifest, title="cai label: AI preference labels",
                   body=CARD.format(judge=engine.model_id, constitution=c.name, mode=cfg.mode, clamp=cfg.clamp))
     _summary("label", stats, out, manifest)
-    from cai.feedback.sample import _raise_partial
     _raise_partial(stats["errors"], len(pairs), out)
     return manifest
 
@@ -187,49 +226,110 @@ def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleCon
           ) -> dict[str, Any]:
     """Python API of `cai rlaif`: sample from the policy, pair, and label, into one dataset
     (configs `samples`, `pairs`, `prefs`). When policy and judge are the same model, one engine serves
-    both (vLLM allows one engine per process); otherwise the policy engine is closed before the judge
-    opens."""
+    both. Otherwise the policy engine is closed and the judge opens; on vLLM, which allows one engine per
+    process and does not give its memory back, the judge runs in a child process that appends to the same
+    record log."""
     from cai.constitution import load_constitution
-    from cai.data.layout import write_dataset
     from cai.data.sources import load_prompts
-    from cai.data.store import RunDir
-    from cai.feedback.sample import _raise_partial, sample_core, sample_tables
-    from cai.stage import provenance
+    from cai.data.store import RunDir, content_digest
 
     lcfg = label_config or LabelConfig()
     c = load_constitution(constitution)
     rows = load_prompts(prompts, column=column, limit=limit)
-    policy = _open(policy, policy_args, sample_config.seed)
+    run = RunDir(out, inputs=[prompts], overwrite=overwrite)
+    try:
+        policy = _open(policy, policy_args, sample_config.seed)
+        run.start({"stage": "rlaif", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
+                   "column": column, "n_prompts": len(rows), "policy_hash": policy.model_hash,
+                   "sample": sample_config.to_dict(), "constitution": c.hash,
+                   "judge": getattr(judge_args, "model", None) if judge_engine is None else judge_engine.model_hash,
+                   "label": lcfg.to_dict()})
+        return _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_engine, policy_args,
+                      judge_args)
+    finally:
+        run.release()
+
+
+def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_engine, policy_args, judge_args):
+    from cai.data.layout import write_dataset
+    from cai.feedback.sample import _raise_partial, sample_core, sample_tables
+    from cai.stage import provenance
+
     same = judge_engine is None and judge_args is not None and policy_args is not None and \
         judge_args.model == policy_args.model and judge_args.engine == policy_args.engine
     t0 = time.perf_counter()
-    run = RunDir(out, {"stage": "rlaif", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
-                       "policy_hash": policy.model_hash, "sample": sample_config.to_dict(),
-                       "constitution": c.hash, "judge": getattr(judge_args, "model", None) if judge_engine is None
-                       else judge_engine.model_hash, "label": lcfg.to_dict()}, overwrite=overwrite)
     done = sample_core(policy, run, rows, sample_config)
     sprov = provenance(policy, seed=sample_config.seed, sampling=sample_config.to_dict(), role="policy")
     samples, pairs, sstats = sample_tables(rows, done, sample_config, sprov)
-    if judge_engine is None:
-        if same:
-            judge_engine = policy
-        else:
-            policy.close()
-            judge_engine = _open(None, judge_args, lcfg.seed)
-    judge = Judge(judge_engine, c, lcfg)
-    ldone = label_core(judge, run, pairs)
-    lprov = provenance(judge_engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
-                       constitution_hash=c.hash, role="judge")
+    if judge_engine is None and not same and policy.name == "vllm":
+        policy.close()
+        ldone, lprov, counters = judge_in_subprocess(judge_args, constitution, lcfg, run, pairs)
+        judge_engine = _Counters(**counters)
+    else:
+        if judge_engine is None:
+            if same:
+                judge_engine = policy
+            else:
+                policy.close()
+                judge_engine = _open(None, judge_args, lcfg.seed)
+        judge = Judge(judge_engine, c, lcfg)
+        ldone = label_core(judge, run, pairs)
+        lprov = provenance(judge_engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
+                           constitution_hash=c.hash, role="judge")
     prefs, lstats = prefs_table(pairs, ldone, lprov)
     manifest = _manifest("rlaif", {**lstats, "sampling": sstats}, {"policy": sprov, "judge": lprov},
                          judge_engine, t0)
     write_dataset(out, {"samples": samples, "pairs": pairs, "prefs": prefs}, manifest,
                   title="cai rlaif: policy samples with AI preference labels",
-                  body=CARD.format(judge=judge_engine.model_id, constitution=c.name, mode=lcfg.mode,
+                  body=CARD.format(judge=lprov["model_id"], constitution=c.name, mode=lcfg.mode,
                                    clamp=lcfg.clamp))
     _summary("rlaif", lstats, out, manifest)
     _raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
     return manifest
+
+
+class _Counters:
+    """The engine counters a child-process judge reported, for the manifest."""
+
+    def __init__(self, engine_requests: int, cache_hits: int, generated_tokens: int):
+        self.engine_requests, self.cache_hits, self.generated_tokens = engine_requests, cache_hits, generated_tokens
+
+
+def judge_in_subprocess(judge_args, constitution, lcfg: LabelConfig, run, pairs: list[dict[str, Any]]):
+    """Label `pairs` with a judge engine opened in a fresh (spawned) process, appending to `run`'s `prefs`
+    record log; returns (records, judge provenance, engine counters). A failure in the child is raised here."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        lprov, counters = pool.apply(_judge_worker, (vars(judge_args) | {"func": None}, str(constitution)
+                                                     if not hasattr(constitution, "hash") else constitution,
+                                                     lcfg, str(run.state), pairs))
+    from cai.data.store import RecordLog
+    done = {k: v for k, v in RecordLog(run.state / "records" / "prefs").load().items()}
+    return done, lprov, counters
+
+
+def _judge_worker(args: dict, constitution, lcfg: LabelConfig, state: str, pairs):
+    import argparse
+    from pathlib import Path
+
+    from cai.constitution import load_constitution
+    from cai.data.store import RecordLog
+    from cai.stage import engine_from_args, provenance
+
+    class _Run:  # the parent holds the run directory's lock; the child only appends to its record log
+        def log(self, name):
+            return RecordLog(Path(state) / "records" / name)
+
+    c = load_constitution(constitution) if isinstance(constitution, str) else constitution
+    engine = engine_from_args(argparse.Namespace(**args), seed=lcfg.seed)
+    label_core(Judge(engine, c, lcfg), _Run(), pairs)
+    prov = provenance(engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
+                      constitution_hash=c.hash, role="judge")
+    counters = {"engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits,
+                "generated_tokens": engine.generated_tokens}
+    engine.close()
+    return prov, counters
 
 
 def _manifest(stage, stats, prov, engine, t0) -> dict[str, Any]:

@@ -70,15 +70,26 @@ def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[
 def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "prompt", limit: int | None = None,
            overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
     """Python API of `cai sample`; returns the manifest."""
-    from cai.data.layout import write_dataset
     from cai.data.sources import load_prompts
-    from cai.data.store import RunDir
-    from cai.stage import engine_from_args, print_summary, provenance
+    from cai.data.store import RunDir, content_digest
+    from cai.stage import engine_from_args
 
     rows = load_prompts(prompts, column=column, limit=limit)
-    engine = engine or engine_from_args(engine_args, seed=config.seed)
-    run = RunDir(out, {"stage": "sample", "prompts": str(prompts), "column": column, "n_prompts": len(rows),
-                       "model_hash": engine.model_hash, "config": config.to_dict()}, overwrite=overwrite)
+    run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
+    try:
+        engine = engine or engine_from_args(engine_args, seed=config.seed)
+        run.start({"stage": "sample", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
+                   "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
+                   "config": config.to_dict()})
+        return _sample(engine, run, rows, prompts, out, config)
+    finally:
+        run.release()
+
+
+def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, Any]:
+    from cai.data.layout import write_dataset
+    from cai.stage import print_summary, provenance
+
     t0 = time.perf_counter()
     done = sample_core(engine, run, rows, config)
     prov = provenance(engine, seed=config.seed, sampling=config.to_dict())

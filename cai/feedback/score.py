@@ -45,9 +45,10 @@ def score_probs(top: dict[int, float], multi: dict[int, float], tokens: ScoreTok
 
 
 def score_responses(engine, constitution, prompts: Sequence[Any], responses: Sequence[str], *, top_k: int = 20
-                    ) -> list[float | None]:
-    """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch (None on an engine error
-    or when the rating prompt does not fit the judge's context)."""
+                    ) -> list[float | str]:
+    """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch. A row whose request
+    failed (an engine error, or a rating prompt longer than the judge's context) holds the error message
+    (a str, as the engines report it) instead of a reward, never a silent None."""
     import math
 
     from cai.templates import render_score, score_range
@@ -69,10 +70,10 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
             multi.setdefault(i, {})[s] = math.exp(sum(v))
         else:
             extra.setdefault(i, {})[t[0]] = v[0]
-    out: list[float | None] = []
+    out: list[float | str] = []
     for i, top in enumerate(tops):
         if isinstance(top, str):
-            out.append(None)
+            out.append(top)
             continue
         reward, _ = labels.expected_score(score_probs(top, multi.get(i, {}), tokens, extra.get(i, {})), lo, hi)
         out.append(reward)

@@ -392,9 +392,13 @@ def plot_metrics(output_dir: str | Path, keys: list[str], title: str) -> Path:
 # ---- output ---------------------------------------------------------------------------------------------
 
 
-def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora: bool) -> Path:
+def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora: bool, extra=None) -> Path:
     """`save_pretrained` the trained model (LoRA: the adapter in OUTPUT/adapter and, when merge_lora, the
-    merged weights in OUTPUT) and the tokenizer, so transformers and vLLM load OUTPUT directly."""
+    merged weights in OUTPUT) and the tokenizer, so transformers and vLLM load OUTPUT directly.
+
+    Everything is written to `OUTPUT/.tmp-final` first (`extra(tmp)` may add or edit files there), fsynced,
+    then moved into OUTPUT with `config.json` last and any old `config.json` removed first: a kill at any
+    moment leaves either the previous model, or no loadable model, never a half-written one that loads."""
     from peft import PeftModel
     out = Path(output_dir)
     acc.wait_for_everyone()
@@ -402,16 +406,43 @@ def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora:
     state = acc.get_state_dict(module)  # gathers FSDP/ZeRO-3 shards on the main process
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".tmp-final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         state = {k.removeprefix("model."): v for k, v in state.items()}
         if isinstance(model, PeftModel):
-            model.save_pretrained(out / "adapter")
+            model.save_pretrained(tmp / "adapter")
             if merge_lora:
-                model.merge_and_unload().save_pretrained(out, safe_serialization=True)
+                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
         else:
-            model.save_pretrained(out, state_dict=state, safe_serialization=True)
-        tok.save_pretrained(out)
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+        publish(tmp, out)
     acc.wait_for_everyone()
     return out
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the files of `tmp` into `out` durably, `config.json` last (it is what makes a directory load)."""
+    from cai.data.store import fsync_dir
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    for f in files:
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    for d in {f.parent for f in files}:
+        fsync_dir(d)
+    (out / "config.json").unlink(missing_ok=True)
+    fsync_dir(out)
+    for f in sorted(files, key=lambda f: f == tmp / "config.json"):
+        dest = out / f.relative_to(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+        if f == tmp / "config.json":
+            fsync_dir(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(out)
 
 
 def describe_examples(counts: Any) -> dict:

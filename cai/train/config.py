@@ -77,6 +77,8 @@ class RunConfig:
     """Recompute activations in the backward pass to save memory."""
 
     def __post_init__(self):
+        if Path(self.output_dir).expanduser().exists() and not Path(self.output_dir).expanduser().is_dir():
+            raise InputError("names a file; it must be a directory (new or from an earlier run)", field="output_dir")
         for name in ("batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise InputError("must be >= 1", field=name)
@@ -185,12 +187,15 @@ class RMConfig:
     soft_labels: bool = True
     """Train on `p_chosen` as a soft target when the column exists (hard labels otherwise)."""
     margin: float = 0.0
-    """Margin m in −log σ(r_c − r_r − m) (Llama 2); 0 disables it."""
+    """Margin m in −log σ(r_c − r_r − m) (Llama 2); 0 disables it. A per-row `margin` column in the data
+    replaces it for that row, as in TRL's RewardTrainer."""
     center_rewards_coefficient: float = 0.0
     """Weight of the (r_c + r_r)² term that keeps rewards centred (Eisenstein et al. 2023); 0 disables it."""
     normalize_with: str = ""
-    """After training, fit gain and bias so these samples score mean 0, std 1: a dataset of SFT-policy
-    samples (`sft` config, `messages`) or of pairs; empty means both responses of the held-out pairs."""
+    """After training, fit gain and bias so these samples score mean 0, std 1 (METHOD.md: SFT-policy
+    samples): a cai dataset with responses (its `samples` config from `cai sample`/`cai rlaif`, `responses`
+    from `cai generate`, or `sft` messages) or a file of such rows or of pairs; empty means both responses of
+    the held-out pairs. Read before training starts, so a bad path fails at once."""
 
     def __post_init__(self):
         if not self.data.config:

@@ -22,11 +22,13 @@ CONTENT_COLUMNS = {"prompt", "messages", "chosen", "rejected", "p_chosen", "marg
 
 @dataclass
 class Rows:
-    """Raw rows plus where they came from."""
+    """Raw rows plus where they came from (`where[i]`: the file and 1-based line of row i, line None for
+    Parquet)."""
 
     rows: list[dict]
     source: str
     manifest: dict | None = None
+    where: list[tuple[str, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -68,37 +70,59 @@ def read_rows(path: str, config: str, split: str = "train", *, field_name: str =
     else:
         files = [p]
     rows: list[dict] = []
+    where: list[tuple[str, int | None]] = []
     for f in files:
-        rows.extend(_read_file(f, field_name))
-    return Rows(rows, str(p), manifest)
+        for line, row in _read_file(f, field_name):
+            rows.append(row)
+            where.append((str(f), line))
+    return Rows(rows, str(p), manifest, where)
 
 
-def _read_file(f: Path, field_name: str) -> list[dict]:
+def _read_file(f: Path, field_name: str) -> list[tuple[int | None, dict]]:
     if f.suffix == ".parquet":
         import pyarrow.parquet as pq
         try:
-            return pq.read_table(f).to_pylist()
+            return [(None, r) for r in pq.read_table(f).to_pylist()]
         except Exception as e:  # noqa: BLE001 - any unreadable parquet is a user input problem
             raise InputError(f"unreadable parquet ({type(e).__name__})", file=f, field=field_name) from None
     if f.suffix in (".jsonl", ".json"):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = f.read_bytes()[:e.start].count(b"\n") + 1
+            raise InputError(f"not valid UTF-8 (byte {e.start})", file=f, line=line, field=field_name) from None
         out = []
-        for i, line in enumerate(f.read_text().splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(f"invalid JSON: {e.msg}", file=f, line=i, col=e.colno) from None
+                if not isinstance(row, dict):
+                    raise InputError(f"expected a JSON object, got {type(row).__name__}", file=f, line=i, col=1)
+                out.append((i, row))
         return out
     raise InputError("expected a dataset directory, .jsonl or .parquet", file=f, field=field_name)
 
 
 def check_columns(rows: Rows, needed: tuple[str, ...], field_name: str = "data.path") -> None:
+    """Every row has the `needed` columns; `p_chosen` (when present) is a number in [0, 1] and `margin` a
+    number. Errors name the file and line of the first bad row (rows are checked before any model loads)."""
     if not rows.rows:
         raise InputError("dataset is empty", file=rows.source, field=field_name)
-    missing = [c for c in needed if c not in rows.rows[0]]
-    if missing:
-        raise InputError(f"dataset lacks column(s) {', '.join(missing)} (has: {', '.join(rows.rows[0])})",
-                         file=rows.source, field=field_name)
+    for i, row in enumerate(rows.rows):
+        file, line = rows.where[i] if i < len(rows.where) else (rows.source, None)
+        missing = [c for c in needed if c not in row]
+        if missing:
+            what = "dataset" if i == 0 else f"line {line}" if line else f"row {i}"
+            raise InputError(f"{what} lacks column(s) {', '.join(missing)} (has: {', '.join(row)})",
+                             file=file, line=line, field=missing[0])
+        p = row.get("p_chosen")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
+            raise InputError(f"must be a number in [0, 1], got {p!r}", file=file, line=line, field="p_chosen")
+        m = row.get("margin")
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float))):
+            raise InputError(f"must be a number, got {m!r}", file=file, line=line, field="margin")
 
 
 def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -237,7 +261,7 @@ def tokenize_pair_rm(tok, row: dict, max_length: int, counts: Counts) -> PrefExa
         counts.dropped += 1
         return None
     return PrefExample(pc, [1] * len(pc), pr, [1] * len(pr), _p_chosen(row),
-                       extra={"margin": row["margin"]} if "margin" in row else {})
+                       extra={"margin": float(row["margin"])} if row.get("margin") is not None else {})
 
 
 def _p_chosen(row: dict) -> float:

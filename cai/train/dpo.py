@@ -35,12 +35,11 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path)
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(
         tok, row, cfg.data.max_length, cfg.data.truncation_mode, counts))
-    common.report_data(acc, "dpo", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
     if soft and cfg.loss_type == "ipo":
         raise config_error(cfg, "loss_type", "IPO cannot use soft labels (p_chosen); set soft_labels: false")
-    if soft and cfg.loss_type == "robust" and min(e.p_chosen for e in prep.train) <= 0.5:
-        raise config_error(cfg, "soft_labels", "robust DPO needs ε = 1 − p_chosen < 0.5 for every pair")
+    check_loss_data(cfg, prep, soft)
+    common.report_data(acc, "dpo", prep)
 
     # 2. policy (with LoRA: an adapter over the frozen base)
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
@@ -117,6 +116,21 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
         (out_dir / "timings.json").write_text(json.dumps({"reference_logps_s": t_ref}) + "\n")
     acc.wait_for_everyone()
     return out_dir
+
+
+def check_loss_data(cfg: DPOConfig, prep, soft: bool) -> None:
+    """Refuse loss/data combinations that would silently train something else or divide by zero."""
+    if cfg.loss_type == "cdpo" and not soft and cfg.label_smoothing == 0:
+        # without p_chosen and with ε = 0, cDPO *is* plain DPO: the user asked for something else
+        raise config_error(cfg, "loss_type", "cdpo needs soft labels (a p_chosen column in the data, with "
+                           "soft_labels: true) or label_smoothing > 0; this data has no p_chosen")
+    if soft and cfg.loss_type == "robust":
+        bad = [n for n, exs in (("training", prep.train), ("held-out", prep.eval))
+               if any(e.p_chosen <= 0.5 for e in exs)]
+        if bad:  # robust DPO divides by 1 − 2ε = 2·p_chosen − 1
+            raise config_error(cfg, "soft_labels", f"robust DPO needs ε = 1 − p_chosen < 0.5 for every pair; "
+                               f"some {' and '.join(bad)} pairs have p_chosen <= 0.5 (set soft_labels: false "
+                               "to use label_smoothing, or drop those pairs)")
 
 
 def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg: DPOConfig, soft: bool,

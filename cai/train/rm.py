@@ -50,6 +50,7 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     check_targets(cfg, model_path, "SEQ_CLS")
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
+    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
     common.report_data(acc, "rm", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
 
@@ -108,18 +109,19 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
         final.update(ev)
     metrics.close()
     # 10. reward normalisation: gain and bias for mean 0, std 1 on the reference samples
-    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)
     rewards = score(acc, module, norm_seqs, cfg.run.micro_batch_size, tok.pad_token_id)
     gain, bias = losses.reward_normalization(rewards)
     norm = {"gain": gain, "bias": bias, "n": len(norm_seqs), "source": norm_source,
             "raw_mean": float(rewards.mean()), "raw_std": float(rewards.std(unbiased=False))}
-    # 11. model, normalisation, card, plot
-    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
-    if acc.is_main_process:
-        conf = json.loads((out_dir / "config.json").read_text())
+    # 11. model and normalisation (written together, atomically), card, plot
+    def add_normalization(tmp: Path) -> None:
+        conf = json.loads((tmp / "config.json").read_text())
         conf["reward_normalization"] = {"gain": gain, "bias": bias}
-        (out_dir / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
-        (out_dir / "reward_normalization.json").write_text(json.dumps(norm, indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
+        (tmp / "reward_normalization.json").write_text(json.dumps(norm, indent=2) + "\n")
+
+    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge, extra=add_normalization)
+    if acc.is_main_process:
         write_card(out_dir, "rm", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
                    {"reward_normalization": norm, "soft_labels_used": soft, "steps": steps}, base_hash=_model_hash(model_path))
         common.plot_metrics(out_dir, METRIC_KEYS, "Reward model")
@@ -133,7 +135,9 @@ def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, devic
     rewards = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2b,)
     rc, rr = rewards.chunk(2)  # (b,) each
     p = batch["p_chosen"].to(device) if soft else None
-    loss = losses.bradley_terry_loss(rc, rr, p, cfg.margin or None)  # (b,)
+    # a per-row `margin` column wins over the config's margin (TRL's RewardTrainer reads the same column)
+    margin = torch.tensor([e.extra.get("margin", cfg.margin) for e in exs], dtype=rc.dtype, device=device)  # (b,)
+    loss = losses.bradley_terry_loss(rc, rr, p, margin)  # (b,)
     if cfg.center_rewards_coefficient:
         loss = loss + cfg.center_rewards_coefficient * losses.center_rewards_penalty(rc, rr)
     rc, rr = rc.detach(), rr.detach()
@@ -186,23 +190,36 @@ def score(acc, module, seqs: list[list[int]], micro: int, pad_id: int) -> torch.
     return out
 
 
+# Configs of a cai dataset that hold policy responses, in order of preference: `cai sample`/`cai rlaif`
+# (`samples`), `cai generate` (`responses`), SFT conversations (`sft`).
+NORMALIZE_CONFIGS = ("samples", "responses", "sft")
+
+
 def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]], str]:
-    """Token sequences to normalise on: `normalize_with` (conversations or pairs), else the held-out pairs'
-    responses (else the training pairs')."""
+    """Token sequences to normalise on (METHOD.md: policy samples): `normalize_with`, a cai dataset with
+    responses (`samples`, `responses`: prompt + response; `sft`: messages) or a file of such rows or of
+    pairs; empty means the held-out pairs' responses (else the training pairs')."""
     if cfg.normalize_with:
-        rows = data.read_rows(cfg.normalize_with, "sft", cfg.data.split, field_name="normalize_with")
+        from pathlib import Path
+        root = Path(cfg.normalize_with)
+        config = next((c for c in NORMALIZE_CONFIGS if (root / c).is_dir()), "")
+        rows = data.read_rows(cfg.normalize_with, config, cfg.data.split, field_name="normalize_with")
         seqs = []
         for r in rows.rows:
-            if "messages" in r:
+            if r.get("messages"):
                 seqs.append(data._chat_ids(tok, data._as_messages(r["messages"], "user")))
+            elif isinstance(r.get("response"), str) and r.get("prompt") is not None:
+                msgs = data._as_messages(r["prompt"], "user") + [{"role": "assistant", "content": r["response"]}]
+                seqs.append(data._chat_ids(tok, msgs))
             elif {"prompt", "chosen", "rejected"} <= set(r):
                 ex = data.tokenize_pair_rm(tok, r, 10 ** 9, data.Counts())
                 seqs += [ex.chosen_ids, ex.rejected_ids]
         seqs = [s[-cfg.data.max_length:] for s in seqs]
         if not seqs:
             from cai.errors import InputError
-            raise InputError("needs a `messages` column or prompt/chosen/rejected", file=rows.source,
+            raise InputError("no policy responses to normalise on: needs `prompt` + `response` (cai sample / "
+                             "generate), `messages`, or prompt/chosen/rejected rows", file=rows.source,
                              field="normalize_with")
-        return seqs, rows.source
+        return seqs, f"{rows.source}" + (f" ({config})" if config else "")
     exs = prep.eval or prep.train
     return [s for e in exs for s in (e.chosen_ids, e.rejected_ids)], "held-out pairs" if prep.eval else "train pairs"
