@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "cai.constitution.cli",
     "cai.critique",
     "cai.feedback.cli",
+    "cai.contrast.cli",
+    "cai.evaluate.cli",
     "cai.train.cli",
 ]
 
