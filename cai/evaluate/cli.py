@@ -30,14 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0, help="first N prompts of each set")
     p.add_argument("--engine", choices=["vllm", "hf"], default=None)
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra engine argument (JSON value), e.g. kv_cache_memory_bytes=536870912")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(a) -> int:
     from cai.evaluate.values import eval_values
+    from cai.stage import parse_engine_args
     eval_values(ValuesConfig(model=a.model, baseline=a.baseline, constitution=a.constitution, harmful=a.harmful,
                              benign=a.benign, out=a.out, judge=a.judge, pairwise=not a.no_judge,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
                              bootstrap=a.bootstrap, seed=a.seed, limit=a.limit, engine=a.engine,
-                             max_model_len=a.max_model_len))
+                             max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg)))
     return 0

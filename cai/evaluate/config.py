@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class ValuesConfig:
     """Engine for answers and judge: vllm (default when installed) or hf."""
     max_model_len: int = 2048
     """Context length of the engines."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """Extra engine arguments for answers and judge (e.g. `kv_cache_memory_bytes` for vLLM on CPU)."""
     limit: int = 0
     """Use only the first N prompts of each set (0 = all): for smoke runs."""
 
@@ -87,6 +90,10 @@ class ValuesConfig:
     def sampling(self):
         from cai.engine import SamplingParams
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
+
+    def engine_flags(self) -> list[str]:
+        """`--engine-arg KEY=VALUE` flags that pass `engine_args` to a `cai generate` child."""
+        return [x for k, v in self.engine_args.items() for x in ("--engine-arg", f"{k}={json.dumps(v)}")]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

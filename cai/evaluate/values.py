@@ -72,7 +72,7 @@ def _answer(cfg: ValuesConfig, role: str, prompts: Path, out: Path, engine=None)
         cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(prompts), "--out", str(dest),
                "--model", model, "--temperature", str(cfg.temperature), "--max-tokens", str(cfg.max_tokens),
                "--seed", str(cfg.seed), "--max-model-len", str(cfg.max_model_len), "--overwrite"]
-        cmd += ["--engine", cfg.engine] if cfg.engine else []
+        cmd += (["--engine", cfg.engine] if cfg.engine else []) + cfg.engine_flags()
         cmd += ["--system", cfg.system] if cfg.system else []
         print(f"eval values: {role} `{model}` answers {prompts}", file=sys.stderr)
         r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -246,5 +246,6 @@ def _open_judge(cfg: ValuesConfig):
     from cai.data.store import RequestCache, default_cache_path
     from cai.engine import make_engine
     from cai.engine.cached import CachedEngine
-    engine = make_engine(cfg.engine, cfg.judge_model, max_model_len=cfg.max_model_len, seed=cfg.seed)
+    engine = make_engine(cfg.engine, cfg.judge_model, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                         **cfg.engine_args)
     return CachedEngine(engine, RequestCache(default_cache_path()))
