@@ -38,6 +38,8 @@ class ValuesConfig:
     """Judge model for `harmless_rate`, `win_rate` and the rubric; empty means the baseline."""
     pairwise: bool = True
     """Run the judge (pairwise figures and rubric). False reports detector figures and lengths only."""
+    judge_few_shot: bool = True
+    """Put the constitution's few-shot comparison examples before each judged pair (longer prompts)."""
     judge_principles: int = 1
     """Comparison principles per pair (k > 1 averages p over k sampled principles)."""
     temperature: float = 0.0

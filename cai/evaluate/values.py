@@ -104,7 +104,8 @@ def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple
     from cai.feedback.config import LabelConfig
     from cai.feedback.judge import Comparison, Judge
     from cai.feedback.labels import Preference
-    judge = Judge(engine, constitution, LabelConfig(principles=cfg.judge_principles, seed=cfg.seed))
+    judge = Judge(engine, constitution, LabelConfig(principles=cfg.judge_principles, few_shot=cfg.judge_few_shot,
+                                                   seed=cfg.seed))
     cmps = [Comparison(key=r["id"], prompt=r["prompt"], r1=answers["model"][r["id"]],
                        r2=answers["baseline"][r["id"]]) for r in rows]
     todo = [c for c in cmps if c.r1.strip() and c.r2.strip() and c.r1.strip() != c.r2.strip()]
