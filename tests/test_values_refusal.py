@@ -80,3 +80,11 @@ def test_bootstrap_ci_hand_computed():
     assert d["value"] == 0.5 and d["ci_low"] >= 0.0 and d["ci_high"] <= 1.0
     with pytest.raises(ValueError):
         paired_diff_ci([1], [1, 0])
+
+
+def test_contextual_calibration_hand_computed():
+    from cai.evaluate.calibration import calibrate
+    assert calibrate(0.7, 0.5) == pytest.approx(0.7)  # an unbiased judge is unchanged
+    assert calibrate(0.8, 0.8) == pytest.approx(0.5)  # the bias alone carries no preference
+    # p = 0.6 with p_cf = 0.75: q_A = 0.6 / 0.75 = 0.8, q_B = 0.4 / 0.25 = 1.6 -> 0.8 / 2.4 = 1/3
+    assert calibrate(0.6, 0.75) == pytest.approx(1 / 3)
