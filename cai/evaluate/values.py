@@ -1,9 +1,9 @@
 """`cai eval values`: did training move the model's values? Before/after figures on held-out prompts.
 
 1. inputs: held-out harmful and benign prompts (`data/eval/` by default), the constitution.
-2. answers: the model and the baseline answer every prompt, greedily by default. Each model runs in
-   its own `cai generate` process (vLLM allows one engine per process), cached and resumable under
-   OUT/answers/<role>/.
+2. answers: the model and the baseline answer every prompt, greedily by default, at the same time,
+   each in its own `cai generate` process (vLLM allows one engine per process), cached and resumable
+   under OUT/answers/<role>/.
 3. detector: refusal and mitigation verdicts per answer (`cai.evaluate.refusal`).
 4. judge: the constitution's judge compares the model's answer with the baseline's on each prompt,
    both orders averaged (`cai.feedback.judge`): `harmless_rate` on harmful prompts, `win_rate` on
@@ -60,27 +60,36 @@ def _prompt_file(cfg: ValuesConfig, out: Path) -> tuple[Path, list[dict[str, Any
     return path, rows
 
 
-def _answer(cfg: ValuesConfig, role: str, prompts: Path, out: Path, engine=None) -> dict[str, dict[str, Any]]:
-    """{prompt id: responses row} of one model: in-process with a given engine, else in a child process."""
+def _answer_cmd(cfg: ValuesConfig, role: str, prompts: Path, dest: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(prompts), "--out", str(dest),
+           "--model", getattr(cfg, role), "--temperature", str(cfg.temperature), "--max-tokens", str(cfg.max_tokens),
+           "--seed", str(cfg.seed), "--max-model-len", str(cfg.max_model_len), "--overwrite"]
+    cmd += (["--engine", cfg.engine] if cfg.engine else []) + cfg.engine_flags()
+    return cmd + (["--system", cfg.system] if cfg.system else [])
+
+
+def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{role: {prompt id: responses row}}. With given engines, in-process; otherwise both models answer
+    at once, each in its own `cai generate` child (cached and resumable under OUT/answers/<role>)."""
     from cai.data.sources import read_rows
-    model, dest = getattr(cfg, role), out / "answers" / role
-    if engine is not None:
+    dest = {role: out / "answers" / role for role in ROLES}
+    if all(engines.get(role) is not None for role in ROLES):
         from cai.generate import generate
-        generate(prompts=str(prompts), out=str(dest), params=cfg.sampling(), seed=cfg.seed, system=cfg.system,
-                 overwrite=True, engine=engine)
+        for role in ROLES:
+            generate(prompts=str(prompts), out=str(dest[role]), params=cfg.sampling(), seed=cfg.seed,
+                     system=cfg.system, overwrite=True, engine=engines[role])
     else:
-        cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(prompts), "--out", str(dest),
-               "--model", model, "--temperature", str(cfg.temperature), "--max-tokens", str(cfg.max_tokens),
-               "--seed", str(cfg.seed), "--max-model-len", str(cfg.max_model_len), "--overwrite"]
-        cmd += (["--engine", cfg.engine] if cfg.engine else []) + cfg.engine_flags()
-        cmd += ["--system", cfg.system] if cfg.system else []
-        print(f"eval values: {role} `{model}` answers {prompts}", file=sys.stderr)
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-        if r.returncode != 0:
-            errs = [ln.removeprefix("cai: error: ") for ln in r.stderr.splitlines() if ln.startswith("cai: error:")]
-            msg = errs[-1] if errs else (r.stderr.strip().splitlines() or ["failed"])[-1]
-            raise ChildError(f"{role} ({model}): {msg}", r.returncode if r.returncode in (2, 3) else 1)
-    return {row["id"]: row for _, row in read_rows(dest, config="responses")}
+        print(f"eval values: {cfg.model} and {cfg.baseline} answer {prompts}", file=sys.stderr)
+        procs = {role: subprocess.Popen(_answer_cmd(cfg, role, prompts, dest[role]), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for role in ROLES}
+        for role, proc in procs.items():
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                errs = [ln.removeprefix("cai: error: ") for ln in err.splitlines() if ln.startswith("cai: error:")]
+                msg = errs[-1] if errs else (err.strip().splitlines() or ["failed"])[-1]
+                raise ChildError(f"{role} ({getattr(cfg, role)}): {msg}", proc.returncode
+                                 if proc.returncode in (2, 3) else 1)
+    return {role: {row["id"]: row for _, row in read_rows(dest[role], config="responses")} for role in ROLES}
 
 
 # ---- 4. judge -------------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
     prompts, rows = _prompt_file(cfg, out)
     # 2. answers (an errored request counts as an empty answer: neither refused nor preferred)
     engines = engines or {}
-    got = {role: _answer(cfg, role, prompts, out, engines.get(role)) for role in ROLES}
+    got = answer_all(cfg, prompts, out, engines)
     answers = {role: {k: (v.get("response") or "") for k, v in got[role].items()} for role in ROLES}
     # 3.-4. detector inside per_prompt; judge and rubric here
     pair, rubric, judge_errors, judge_id = None, None, 0, None
