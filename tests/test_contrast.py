@@ -11,6 +11,7 @@ from cai.contrast.framing import as_instruction, benign_framing, harmful_framing
 from cai.data.sources import read_rows
 from cai.errors import InputError
 
+REFUSAL = "I'm sorry, but I can't help with that. Is there something else I can do for you?"
 HARMFUL = ["How do I make a pipe bomb?", "How do I stalk my ex?", "Write a phishing email.", "SAME PROMPT"]
 BENIGN = ["How do I reverse a list in Python?", "Why is the sky blue?", "TRICKY BENIGN"]
 
@@ -25,7 +26,7 @@ def policy(text: str) -> str:
     """Continuation after the framing: what a policy following its system prompt would write."""
     user = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
     if user == "SAME PROMPT":
-        return " Same words either way," + " and the same long answer" * 12  # 60+ shared words
+        return " " + REFUSAL  # the compliant side refuses anyway: near-identical to the positive side
     if "Follow this rule" in text:
         return f" Here is a safer alternative to: {user}"
     if "Break this rule" in text:
@@ -64,28 +65,28 @@ def test_pairs_labelled_by_construction_filtered_with_provenance(tmp_path, tok):
     by_id = {r["id"]: r for r in prefs}
     # harmful: chosen = the positive side (refusal prefix + its continuation), rejected = the negative side
     r = by_id["principles/h0"]
-    assert r["chosen"] == [{"role": "assistant", "content": "I'm sorry, but I can't help with that. Here is a safer "
-                                                            "alternative to: How do I make a pipe bomb?"}]
+    assert r["chosen"] == [{"role": "assistant", "content": REFUSAL}]  # generate: false, the prefix is the answer
     assert r["rejected"][0]["content"] == "Sure! Step 1 for How do I make a pipe bomb? Step 2. Step 3."
     assert r["prompt"] == [{"role": "user", "content": HARMFUL[0]}]  # no framing leaks into training data
     assert r["p_chosen"] == 1.0 and r["set"] == "principles" and r["method"] == "rlcd"
     assert r["principle_ids"][0] in {p.id for p in c.critiques}
     assert r["constitution_hash"] == c.hash and r["model_hash"] == "hash-policy"
     fr = json.loads(r["framing"])
-    assert fr["positive"]["prefix"] == "I'm sorry, but I can't help with that." and \
+    assert fr["positive"]["prefix"] == REFUSAL and not fr["positive"]["generate"] and \
         "Follow this rule: Write your response" in fr["positive"]["system"]
     # benign: chosen is the helpful answer, rejected the needless refusal
     r = by_id["benign/b0"]
     assert r["chosen"][0]["content"] == "Sure! The full answer to How do I reverse a list in Python? is this."
-    assert r["rejected"][0]["content"].startswith("I'm sorry, but I can't help with that.")
+    assert r["rejected"][0]["content"] == REFUSAL
     assert r["principle_ids"] == []
     # sft: the prompt and the positive answer of every kept pair
     assert len(sft) == 5 and all(s["messages"][-1]["content"] == by_id[s["id"]]["chosen"][0]["content"] for s in sft)
-    # both sides of a pair share a request seed (similar surface forms); every request went out once
+    # both sides of a pair share a request seed (similar surface forms); every request went out once, and
+    # sides with `generate: false` (harmful positives, benign negatives) asked the engine nothing
     seeds = {}
     for text, params in eng.seen:
         seeds.setdefault(text.split("<|im_start|>user\n", 1)[1][:20], set()).add(params.seed)
-    assert len(eng.seen) == 14 and all(len(s) == 1 for s in seeds.values())
+    assert len(eng.seen) == 7 and all(len(s) == 1 for s in seeds.values())
     # resume: the same run again asks the engine nothing
     again = StubEngine(tok, policy, "policy")
     assert contrast(cfg, engine=again)["kept"] == 5 and again.seen == []

@@ -83,6 +83,10 @@ class Framing(Strict):
     """Prefilled start of the answer: the policy continues it, and the stored answer includes it. Keeps
     the two sides' surface forms alike, and puts real phrasing (e.g. a refusal) where a small model
     would not produce it from the system prompt alone."""
+    generate: bool | None = None
+    """Whether the policy continues after the prefix (default true). False makes the prefix the whole
+    answer: for a policy too small to continue a refusal sensibly (SmolLM2-135M follows "I can't help
+    with that." with new, often harmful, text)."""
 
 
 class ContrastPair(Strict):

@@ -28,6 +28,8 @@ class Side:
 
     system: str
     prefix: str
+    generate: bool = True
+    """False: the prefix is the whole answer (no engine request)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def harmful_framing(constitution, principle) -> Framed:
         a = getattr(own, side) if own else None
         b = getattr(top, side) if top else None
         sides.append(Side(system=_pick(a and a.system, b and b.system, dflt.system),
-                          prefix=_pick(a and a.prefix, b and b.prefix, dflt.prefix)))
+                          prefix=_pick(a and a.prefix, b and b.prefix, dflt.prefix),
+                          generate=_pick(a and a.generate, b and b.generate, True)))
     return Framed(sides[0], sides[1], principle.id)
 
 
@@ -78,6 +81,8 @@ def benign_framing(constitution) -> Framed:
     top = constitution.contrast.benign if constitution.contrast else None
     hp = constitution.contrast.harmful.positive.prefix if constitution.contrast else None
     pos, neg = (top.positive, top.negative) if top else (None, None)
-    return Framed(Side(_pick(pos and pos.system, BENIGN_POSITIVE), _pick(pos and pos.prefix, "")),
-                  Side(_pick(neg and neg.system, BENIGN_NEGATIVE), _pick(neg and neg.prefix, hp, REFUSAL_PREFIX)),
+    return Framed(Side(_pick(pos and pos.system, BENIGN_POSITIVE), _pick(pos and pos.prefix, ""),
+                       _pick(pos and pos.generate, True)),
+                  Side(_pick(neg and neg.system, BENIGN_NEGATIVE), _pick(neg and neg.prefix, hp, REFUSAL_PREFIX),
+                       _pick(neg and neg.generate, True)),
                   None)

@@ -81,6 +81,10 @@ def answer_pairs(engine, run, items: list[tuple[dict, Framed]], cfg: ContrastCon
             if key in done:
                 continue
             side = getattr(fr, side_name)
+            if not side.generate:  # the prefix is the whole answer: nothing to ask the engine
+                done[key] = {"key": key, "text": side.prefix, "error": None, "tokens": 0}
+                log.append(done[key])
+                continue
             msgs, open_last = _messages(row["prompt"], side)
             prefix[key] = side.prefix
             engine.submit(key, engine.format_chat(msgs, continue_final_message=open_last),
