@@ -132,3 +132,12 @@ def test_config_errors():
         ContrastConfig(max_similarity=0)
     with pytest.raises(InputError, match="engine"):
         ContrastConfig(engine="tgi")
+
+
+def test_cli_input_errors(tmp_path):
+    from conftest import run_cai
+    r = run_cai("contrast", "--out", str(tmp_path / "o"), "--prompts", str(tmp_path / "nope.jsonl"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("cai: error: ") and "nope.jsonl: prompts: file not found" in r.stderr
+    r = run_cai("contrast", "--out", str(tmp_path / "o"), "--max-similarity", "2")
+    assert r.returncode == 2 and "max_similarity: must be in (0, 1]" in r.stderr and not (tmp_path / "o").exists()
