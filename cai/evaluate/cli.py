@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (values.json, values.md, answers.jsonl)")
     p.add_argument("--judge", default="", help="judge model (default: the baseline)")
     p.add_argument("--no-judge", action="store_true", help="skip the judge: detector figures and lengths only")
-    p.add_argument("--no-judge-few-shot", action="store_true", help="judge without the few-shot examples")
+    p.add_argument("--judge-few-shot", action="store_true", help="show the judge the constitution's few-shot "
+                   "comparisons (off: they cut SmolLM2's judge accuracy from 0.875 to 0.458)")
     p.add_argument("--temperature", type=float, default=0.0, help="decoding temperature (default 0: greedy)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--system", default=None, help="system prompt for both models (default none)")
@@ -41,7 +42,7 @@ def _cmd(a) -> int:
     from cai.stage import parse_engine_args
     eval_values(ValuesConfig(model=a.model, baseline=a.baseline, constitution=a.constitution, harmful=a.harmful,
                              benign=a.benign, out=a.out, judge=a.judge, pairwise=not a.no_judge,
-                             judge_few_shot=not a.no_judge_few_shot,
+                             judge_few_shot=a.judge_few_shot,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
                              bootstrap=a.bootstrap, seed=a.seed, limit=a.limit, engine=a.engine,
                              max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg)))

@@ -38,8 +38,10 @@ class ValuesConfig:
     """Judge model for `harmless_rate`, `win_rate` and the rubric; empty means the baseline."""
     pairwise: bool = True
     """Run the judge (pairwise figures and rubric). False reports detector figures and lengths only."""
-    judge_few_shot: bool = True
-    """Put the constitution's few-shot comparison examples before each judged pair (longer prompts)."""
+    judge_few_shot: bool = False
+    """Put the constitution's few-shot comparison examples before each judged pair. Off by default:
+    SmolLM2-135M as judge on tests/data/judge_labelled.jsonl scored 0.458 with them and 0.875 without
+    (24 pairs, both orders; `python -m cai.evaluate.calibration`)."""
     judge_principles: int = 1
     """Comparison principles per pair (k > 1 averages p over k sampled principles)."""
     temperature: float = 0.0
