@@ -14,11 +14,11 @@ ENGINE_ARGS=(--engine-arg kv_cache_memory_bytes=536870912 --engine-arg enforce_e
 PROMPTS=${PROMPTS:-data/red_team.jsonl}
 BENIGN=${BENIGN-data/helpful.jsonl}
 SECONDS=0
-"$PY" -m cai.cli contrast --constitution "$C" --prompts "$PROMPTS" --benign "$BENIGN" --limit ${LIMIT:-50} \
+"$PY" -m cai.cli contrast --constitution "$C" --prompts "$PROMPTS" --benign "$BENIGN" --limit ${LIMIT:-79} \
     --max-tokens 96 --out "$OUT/contrast" "${ENGINE_ARGS[@]}"
 "$PY" -m cai.cli train sft --config configs/sft.yaml data.path="$OUT/contrast" data.eval_fraction=0 \
-    data.max_length=256 run.output_dir="$OUT/sft" run.epochs=1 run.batch_size=8 run.micro_batch_size=8 \
-    run.save_every=0 optim.lr=${SFT_LR:-8e-5} optim.warmup_steps=2
+    data.max_length=256 run.output_dir="$OUT/sft" run.epochs=2 run.batch_size=8 run.micro_batch_size=8 \
+    run.save_every=0 optim.lr=${SFT_LR:-5e-5} optim.warmup_steps=2
 MODEL="$OUT/sft"
 if [ "${DPO:-0}" = 1 ]; then
   "$PY" -m cai.cli train dpo --config configs/dpo.yaml model="$OUT/sft" data.path="$OUT/contrast" \

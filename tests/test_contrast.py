@@ -45,9 +45,17 @@ def _files(tmp_path):
     return str(tmp_path / "h.jsonl"), str(tmp_path / "b.jsonl")
 
 
+def _rows_of(cfg, tok):
+    contrast(cfg, engine=StubEngine(tok, policy, "policy"))
+    return [r for _, r in read_rows(cfg.out, config="pairs")]
+
+
 def test_pairs_labelled_by_construction_filtered_with_provenance(tmp_path, tok):
     h, b = _files(tmp_path)
     cfg = ContrastConfig(prompts=h, benign=b, out=str(tmp_path / "c"), constitution="harmless")
+    assert {r["id"] for r in _rows_of(ContrastConfig(prompts=h, benign=b, out=str(tmp_path / "d"), limit=1,
+                                                     benign_limit=2), tok)} == {"principles/h0", "benign/b0",
+                                                                                "benign/b1"}
     eng = StubEngine(tok, policy, "policy")
     m = contrast(cfg, engine=eng)
     c = load_constitution("harmless")
@@ -132,6 +140,8 @@ def test_config_errors():
         ContrastConfig(max_similarity=0)
     with pytest.raises(InputError, match="engine"):
         ContrastConfig(engine="tgi")
+    with pytest.raises(InputError, match="benign_limit"):
+        ContrastConfig(benign_limit=-1)
 
 
 def test_cli_input_errors(tmp_path):

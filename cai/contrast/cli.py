@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=d.model, help="the policy (default smollm2-135m)")
     p.add_argument("--column", default=d.column)
-    p.add_argument("--limit", type=int, default=d.limit, help="first N prompts of each file")
+    p.add_argument("--limit", type=int, default=d.limit, help="first N principle-framed prompts (0 = all)")
+    p.add_argument("--benign-limit", type=int, default=d.benign_limit, help="first N benign prompts (0 = all)")
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd(a, parse_engine_args) -> int:
     from cai.contrast.run import contrast
     contrast(ContrastConfig(model=a.model, constitution=a.constitution, prompts=a.prompts, benign=a.benign,
-                            out=a.out, column=a.column, limit=a.limit, temperature=a.temperature, top_p=a.top_p,
+                            out=a.out, column=a.column, limit=a.limit, benign_limit=a.benign_limit,
+                            temperature=a.temperature, top_p=a.top_p,
                             max_tokens=a.max_tokens, seed=a.seed, max_similarity=a.max_similarity,
                             drop_benign_refusals=not a.keep_benign_refusals, engine=a.engine,
                             max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg),

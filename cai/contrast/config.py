@@ -31,7 +31,10 @@ class ContrastConfig:
     column: str = "prompt"
     """Prompt column of both prompt files."""
     limit: int = 0
-    """Use only the first N prompts of each file (0 = all)."""
+    """Use only the first N principle-framed prompts (0 = all)."""
+    benign_limit: int = 0
+    """Use only the first N benign prompts (0 = all). The ratio of benign to harmful prompts sets where
+    a small model lands on the refusal / over-refusal trade-off."""
     temperature: float = 0.7
     """Sampling temperature of both sides."""
     top_p: float = 1.0
@@ -67,8 +70,8 @@ class ContrastConfig:
             raise InputError("need temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1", field="temperature")
         if not 0 < self.max_similarity <= 1:
             raise InputError("must be in (0, 1]", field="max_similarity")
-        if self.limit < 0:
-            raise InputError("must be >= 0", field="limit")
+        if self.limit < 0 or self.benign_limit < 0:
+            raise InputError("must be >= 0", field="limit" if self.limit < 0 else "benign_limit")
         if self.engine not in (None, "vllm", "hf"):
             raise InputError(f"unknown engine {self.engine!r}; choose vllm or hf", field="engine")
 

@@ -119,10 +119,11 @@ def contrast(cfg: ContrastConfig, *, engine=None) -> dict[str, Any]:
     if not c.critiques:
         raise InputError("the constitution has no critique principles to frame prompts with", field="critiques",
                          file=c.source_path)
-    sets = [("principles", cfg.prompts)] + ([("benign", cfg.benign)] if cfg.benign else [])
+    sets = [("principles", cfg.prompts, cfg.limit)]
+    sets += [("benign", cfg.benign, cfg.benign_limit)] if cfg.benign else []
     rows = []
-    for name, path in sets:
-        for r in load_prompts(path, column=cfg.column, limit=cfg.limit or None):
+    for name, path, limit in sets:
+        for r in load_prompts(path, column=cfg.column, limit=limit or None):
             rows.append({**r, "id": f"{name}/{r['id']}", "prompt_id": r["id"], "set": name})
     # 2. framings
     sampler = PrincipleSampler(c.critiques, seed=cfg.seed)
@@ -132,7 +133,7 @@ def contrast(cfg: ContrastConfig, *, engine=None) -> dict[str, Any]:
     if engine is None:
         engine = _open(cfg)
     run = RunDir(cfg.out, {"stage": "contrast", "model_hash": engine.model_hash, "constitution": c.hash,
-                           "prompts": [str(p) for _, p in sets], "n_prompts": len(rows),
+                           "prompts": [str(p) for _, p, _ in sets], "n_prompts": len(rows),
                            "config": {k: v for k, v in cfg.to_dict().items() if k not in ("out", "overwrite")}},
                  overwrite=cfg.overwrite)
     done = answer_pairs(engine, run, items, cfg)
