@@ -14,7 +14,7 @@ ENGINE_ARGS=(--engine-arg kv_cache_memory_bytes=536870912 --engine-arg enforce_e
 PROMPTS=${PROMPTS:-data/red_team.jsonl}
 BENIGN=${BENIGN-data/helpful.jsonl}
 SECONDS=0
-"$PY" -m cai.cli contrast --constitution "$C" --prompts "$PROMPTS" --benign "$BENIGN" --limit ${LIMIT:-79} \
+"$PY" -m cai.cli contrast --constitution "$C" --prompts "$PROMPTS" --benign "$BENIGN" --limit ${LIMIT:-40} --benign-limit ${BENIGN_LIMIT:-0} \
     --max-tokens 96 --out "$OUT/contrast" "${ENGINE_ARGS[@]}"
 "$PY" -m cai.cli train sft --config configs/sft.yaml data.path="$OUT/contrast" data.eval_fraction=0 \
     data.max_length=256 run.output_dir="$OUT/sft" run.epochs=2 run.batch_size=8 run.micro_batch_size=8 \
