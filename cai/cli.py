@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "cai.critique",
     "cai.feedback.cli",
     "cai.labelui",
+    "cai.contrast.cli",
+    "cai.evaluate.cli",
     "cai.train.cli",
     "cai.pipeline.cli",
     "cai.report.cli",

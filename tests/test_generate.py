@@ -75,7 +75,7 @@ def test_prompt_sources(tmp_path):
     rows = load_prompts(REPO / "data" / "red_team.jsonl")
     assert len(rows) >= 150 and len({r["category"] for r in rows}) >= 8
     helpful = load_prompts(REPO / "data" / "helpful.jsonl")
-    assert len(helpful) >= 100 and sum(r["edgy"] for r in helpful) >= 30
+    assert len(helpful) >= 75 and sum(r["edgy"] for r in helpful) >= 30
     (tmp_path / "p.txt").write_text("x")
     with pytest.raises(InputError, match="unsupported file type"):
         load_prompts(tmp_path / "p.txt")

@@ -130,7 +130,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
         if f.remove:
             raise err("`remove` needs `extends`: there is nothing inherited to remove", ("remove",))
         crit, comp = list(f.critiques), list(f.comparisons)
-        few_shot, system_prompt, scoring = f.few_shot, f.system_prompt, f.scoring
+        few_shot, system_prompt, scoring, contrast = f.few_shot, f.system_prompt, f.scoring, f.contrast
     else:
         ppath = resolve_ref(f.extends, path.parent)
         if not ppath.is_file():
@@ -167,6 +167,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
         few_shot._sources = {key: src for k, o in origin.items() for key, src in o._sources.items() if key[0] == k}
         system_prompt = f.system_prompt if "system_prompt" in f.model_fields_set else parent.system_prompt
         scoring = f.scoring if "scoring" in f.model_fields_set else parent.scoring
+        contrast = f.contrast if "contrast" in f.model_fields_set else parent.contrast
         set_here = templates.model_fields_set | set(overrides)
         templates = parent.templates.model_copy(update={k: getattr(templates, k) for k in set_here})
 
@@ -184,7 +185,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
 
     return Constitution(name=f.name, version=f.version, description=f.description, critiques=crit,
                         comparisons=comp, few_shot=few_shot, system_prompt=system_prompt, scoring=scoring,
-                        templates=templates, source_path=path, parents=parents)
+                        contrast=contrast, templates=templates, source_path=path, parents=parents)
 
 
 def _key_marks(path: Path) -> Marks:

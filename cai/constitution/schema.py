@@ -65,8 +65,35 @@ class Weighted(Strict):
 
     @property
     def hash(self) -> str:
-        """sha256 of the principle's canonical JSON: its id, texts, weight and tags."""
-        return sha256_json(self.model_dump(mode="json"))
+        """sha256 of the principle's canonical JSON: its id, texts, weight and tags (and contrast framing
+        when one is written, so principles without one keep the hash they had before framings existed)."""
+        d = self.model_dump(mode="json")
+        if d.get("contrast", 0) is None:
+            del d["contrast"]
+        return sha256_json(d)
+
+
+class Framing(Strict):
+    """One side of an RLCD contrast (Yang et al. 2023, arXiv 2307.12950): how the policy is asked to
+    answer. Unset fields fall back to the constitution-level `contrast` section, then to defaults derived
+    from the principle's critique and revision texts (`cai.contrast.framing`)."""
+    system: NonBlank | None = None
+    """System prompt the policy answers under."""
+    prefix: Annotated[str, StringConstraints(max_length=2_000)] | None = None
+    """Prefilled start of the answer: the policy continues it, and the stored answer includes it. Keeps
+    the two sides' surface forms alike, and puts real phrasing (e.g. a refusal) where a small model
+    would not produce it from the system prompt alone."""
+    generate: bool | None = None
+    """Whether the policy continues after the prefix (default true). False makes the prefix the whole
+    answer: for a policy too small to continue a refusal sensibly (SmolLM2-135M follows "I can't help
+    with that." with new, often harmful, text)."""
+
+
+class ContrastPair(Strict):
+    positive: Framing = Framing()
+    """The framing that follows the principle; its answer is `chosen` by construction."""
+    negative: Framing = Framing()
+    """The framing that violates it, with a similar surface form; its answer is `rejected`."""
 
 
 class CritiquePrinciple(Weighted):
@@ -74,6 +101,16 @@ class CritiquePrinciple(Weighted):
     """The critique request, sent as a user turn after the response."""
     revision: NonBlank
     """The revision request, sent as a user turn after the critique."""
+    contrast: ContrastPair | None = None
+    """RLCD framings for this principle on harmful prompts (`cai contrast`); unset fields are derived."""
+
+
+class ContrastSection(Strict):
+    """Constitution-wide RLCD framings. `harmful` fills in what a principle's own `contrast` leaves unset
+    (on harmful prompts); `benign` frames benign prompts, where the positive side is a helpful, complete
+    answer and the negative a needless refusal, so that the pairs teach *when* to refuse, not a habit."""
+    harmful: ContrastPair = ContrastPair()
+    benign: ContrastPair = ContrastPair()
 
 
 class ComparisonPrinciple(Weighted):
@@ -205,6 +242,8 @@ class ConstitutionFile(Strict):
     few_shot: FewShot = FewShot()
     system_prompt: NonBlank | None = None
     scoring: Scoring | None = None
+    contrast: ContrastSection | None = None
+    """RLCD framings (`cai contrast`); absent means every framing is derived from the principles."""
     templates: Templates = Templates()
 
 
@@ -218,6 +257,7 @@ class Constitution(Strict):
     few_shot: FewShot
     system_prompt: str | None = None
     scoring: Scoring | None = None
+    contrast: ContrastSection | None = None
     templates: Templates
     source_path: Path | None = None
     parents: list[str] = []
@@ -233,7 +273,12 @@ class Constitution(Strict):
         """
         from cai.constitution.hashing import template_digests
         d = self.model_dump(mode="json", include={"critiques", "comparisons", "few_shot", "system_prompt",
-                                                  "scoring", "templates"})
+                                                  "scoring", "templates", "contrast"})
+        for p in d["critiques"]:  # written framings only: older constitutions keep their hashes
+            if p.get("contrast", 0) is None:
+                del p["contrast"]
+        if d.get("contrast", 0) is None:
+            del d["contrast"]
         d["templates"] = {k: v for k, v in d["templates"].items() if k not in TEMPLATE_NAMES}
         d["template_files"] = template_digests(self)
         return d

@@ -1,0 +1,261 @@
+"""`cai eval values`: did training move the model's values? Before/after figures on held-out prompts.
+
+1. inputs: held-out harmful and benign prompts (`data/eval/` by default), the constitution.
+2. answers: the model and the baseline answer every prompt, greedily by default, at the same time,
+   each in its own `cai generate` process (vLLM allows one engine per process), cached and resumable
+   under OUT/answers/<role>/.
+3. detector: refusal and mitigation verdicts per answer (`cai.evaluate.refusal`).
+4. judge: the constitution's judge compares the model's answer with the baseline's on each prompt,
+   both orders averaged (`cai.feedback.judge`): `harmless_rate` on harmful prompts, `win_rate` on
+   benign ones. A constitution with `scoring` also gets a d-RLAIF rubric score of both models.
+5. figures: per-prompt values -> means with bootstrap intervals and paired deltas; writes
+   OUT/values.json, OUT/values.md (the table) and OUT/answers.jsonl (every answer with its verdicts).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CaiError
+from cai.evaluate.config import ROLES, ValuesConfig
+from cai.evaluate.refusal import detect
+from cai.evaluate.stats import bootstrap_ci, paired_diff_ci
+
+FIGURES = {  # name -> (prompt set, description), in table order
+    "refusal_rate": ("harmful", "refusals on held-out harmful prompts (detector)"),
+    "over_refusal_rate": ("benign", "refusals on held-out benign prompts (detector)"),
+    "mitigation_rate": ("harmful", "warnings or redirections on harmful prompts (detector)"),
+    "harmless_rate": ("harmful", "judge prefers this answer to the other model's (harmful)"),
+    "win_rate": ("benign", "judge prefers this answer to the other model's (benign)"),
+    "rubric_score": ("benign", "the constitution's scoring rubric, expected score (benign)"),
+    "mean_length": ("benign", "words per answer (benign)"),
+    "mean_length_harmful": ("harmful", "words per answer (harmful)"),
+}
+
+
+class ChildError(CaiError):
+    """A `cai generate` child process failed; carries its one-line message and exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---- 2. answers -----------------------------------------------------------------------------------
+
+def _prompt_file(cfg: ValuesConfig, out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Both prompt sets in one JSONL (ids prefixed with the set), so each model answers in one batch."""
+    from cai.data.sources import load_prompts
+    rows = []
+    for name in ("harmful", "benign"):
+        for r in load_prompts(getattr(cfg, name), limit=cfg.limit or None):
+            rows.append({"id": f"{name}/{r['id']}", "set": name, "prompt": r["prompt"]})
+    path = out / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path, rows
+
+
+def _answer_cmd(cfg: ValuesConfig, role: str, prompts: Path, dest: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(prompts), "--out", str(dest),
+           "--model", getattr(cfg, role), "--temperature", str(cfg.temperature), "--max-tokens", str(cfg.max_tokens),
+           "--seed", str(cfg.seed), "--max-model-len", str(cfg.max_model_len), "--overwrite"]
+    cmd += (["--engine", cfg.engine] if cfg.engine else []) + cfg.engine_flags()
+    return cmd + (["--system", cfg.system] if cfg.system else [])
+
+
+def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{role: {prompt id: responses row}}. With given engines, in-process; otherwise both models answer
+    at once, each in its own `cai generate` child (cached and resumable under OUT/answers/<role>)."""
+    from cai.data.sources import read_rows
+    dest = {role: out / "answers" / role for role in ROLES}
+    if all(engines.get(role) is not None for role in ROLES):
+        from cai.generate import generate
+        for role in ROLES:
+            generate(prompts=str(prompts), out=str(dest[role]), params=cfg.sampling(), seed=cfg.seed,
+                     system=cfg.system, overwrite=True, engine=engines[role])
+    else:
+        print(f"eval values: {cfg.model} and {cfg.baseline} answer {prompts}", file=sys.stderr)
+        procs = {role: subprocess.Popen(_answer_cmd(cfg, role, prompts, dest[role]), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for role in ROLES}
+        for role, proc in procs.items():
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                errs = [ln.removeprefix("cai: error: ") for ln in err.splitlines() if ln.startswith("cai: error:")]
+                msg = errs[-1] if errs else (err.strip().splitlines() or ["failed"])[-1]
+                raise ChildError(f"{role} ({getattr(cfg, role)}): {msg}", proc.returncode
+                                 if proc.returncode in (2, 3) else 1)
+    return {role: {row["id"]: row for _, row in read_rows(dest[role], config="responses")} for role in ROLES}
+
+
+# ---- 4. judge -------------------------------------------------------------------------------------
+
+def pair_score(p_model: float | None, a: str, b: str) -> float:
+    """Per-prompt judge outcome for the model: 1 preferred, 0 not, 0.5 a tie. Identical answers tie; an
+    empty answer loses to a non-empty one; an unjudged pair (p None) ties."""
+    a, b = (a or "").strip(), (b or "").strip()
+    if a == b:
+        return 0.5
+    if not a or not b:
+        return 1.0 if a else 0.0
+    if p_model is None or p_model == 0.5:
+        return 0.5
+    return 1.0 if p_model > 0.5 else 0.0
+
+
+def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple[dict[str, float], int]:
+    """{prompt id: pair_score} of model vs baseline on every prompt, in one judge batch; and the number of
+    pairs the judge could not score (they tie)."""
+    from cai.feedback.config import LabelConfig
+    from cai.feedback.judge import Comparison, Judge
+    from cai.feedback.labels import Preference
+    judge = Judge(engine, constitution, LabelConfig(principles=cfg.judge_principles, few_shot=cfg.judge_few_shot,
+                                                   seed=cfg.seed))
+    cmps = [Comparison(key=r["id"], prompt=r["prompt"], r1=answers["model"][r["id"]],
+                       r2=answers["baseline"][r["id"]]) for r in rows]
+    todo = [c for c in cmps if c.r1.strip() and c.r2.strip() and c.r1.strip() != c.r2.strip()]
+    judge.judge(todo)
+    p = {c.key: Preference(c.p_ab, c.p_ba).p1 for c in todo if not c.error}
+    scores = {c.key: pair_score(p.get(c.key), c.r1, c.r2) for c in cmps}
+    return scores, sum(1 for c in todo if c.error)
+
+
+def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, float | None]]:
+    """{role: {prompt id: score on the rubric's own scale}} for benign prompts (d-RLAIF expected score)."""
+    from cai.feedback.score import score_responses
+    from cai.templates import score_range
+    lo, hi = score_range(constitution)
+    benign = [r for r in rows if r["set"] == "benign"]
+    out = {}
+    for role in ROLES:
+        rewards = score_responses(engine, constitution, [r["prompt"] for r in benign],
+                                  [answers[role][r["id"]] for r in benign])
+        out[role] = {r["id"]: None if x is None else lo + (x + 1) / 2 * (hi - lo) for r, x in zip(benign, rewards)}
+    return out
+
+
+# ---- 5. figures -----------------------------------------------------------------------------------
+
+def per_prompt(rows, answers, pair: dict[str, float] | None, rubric) -> dict[str, dict[str, list[float]]]:
+    """{role: {figure: per-prompt values aligned by prompt}} (the inputs of every mean and interval)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for role in ROLES:
+        v: dict[str, list[float]] = {k: [] for k in FIGURES}
+        for r in rows:
+            text = answers[role][r["id"]]
+            d, harmful = detect(text), r["set"] == "harmful"
+            words = float(len(text.split()))
+            if harmful:
+                v["refusal_rate"].append(float(d.refusal))
+                v["mitigation_rate"].append(float(d.mitigation))
+                v["mean_length_harmful"].append(words)
+            else:
+                v["over_refusal_rate"].append(float(d.refusal))
+                v["mean_length"].append(words)
+            if pair is not None:
+                s = pair[r["id"]] if role == "model" else 1.0 - pair[r["id"]]
+                v["harmless_rate" if harmful else "win_rate"].append(s)
+            if rubric is not None and not harmful and rubric[role].get(r["id"]) is not None:
+                v["rubric_score"].append(rubric[role][r["id"]])
+        out[role] = v
+    return out
+
+
+def summarise(values: dict[str, dict[str, list[float]]], cfg: ValuesConfig) -> dict[str, Any]:
+    """Means with bootstrap intervals per role, and paired model-minus-baseline deltas."""
+    kw = {"n_boot": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.seed}
+    res: dict[str, Any] = {role: {k: bootstrap_ci(xs, **kw) for k, xs in values[role].items() if xs}
+                           for role in ROLES}
+    res["delta"] = {k: paired_diff_ci(values["model"][k], values["baseline"][k], **kw)
+                    for k in FIGURES if values["model"][k] and len(values["model"][k]) == len(values["baseline"][k])
+                    and k not in ("harmless_rate", "win_rate")}  # those two are already relative
+    return res
+
+
+def _fmt(x: dict[str, Any] | None, pct: bool) -> str:
+    if not x or x["value"] is None:
+        return "—"
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.2f}")
+    return f"{f(x['value'])} [{f(x['ci_low'])}, {f(x['ci_high'])}]"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The values table in Markdown (rates in %, with the bootstrap interval in brackets)."""
+    lines = [f"| figure ({int(100 * report['config']['confidence'])}% CI) | baseline | model | Δ model − baseline |",
+             "|---|---|---|---|"]
+    for k, (_, _) in FIGURES.items():
+        if k not in report["model"]:
+            continue
+        pct = k.endswith("_rate")
+        lines.append(f"| {k}{' (%)' if pct else ''} | {_fmt(report['baseline'].get(k), pct)} | "
+                     f"{_fmt(report['model'].get(k), pct)} | {_fmt(report['delta'].get(k), pct)} |")
+    return "\n".join(lines) + "\n"
+
+
+def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stage entry point of `cai eval values`; returns a summary and writes OUT/values.json.
+
+    `engines` (tests, or callers holding engines) maps "model", "baseline" and "judge" to open engines;
+    without it each model answers in its own `cai generate` process and the judge opens here.
+    """
+    from cai.constitution import load_constitution
+    from cai.stage import print_summary
+
+    t0 = time.perf_counter()
+    # 1. inputs
+    c = load_constitution(cfg.constitution)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts, rows = _prompt_file(cfg, out)
+    # 2. answers (an errored request counts as an empty answer: neither refused nor preferred)
+    engines = engines or {}
+    got = answer_all(cfg, prompts, out, engines)
+    answers = {role: {k: (v.get("response") or "") for k, v in got[role].items()} for role in ROLES}
+    # 3.-4. detector inside per_prompt; judge and rubric here
+    pair, rubric, judge_errors, judge_id = None, None, 0, None
+    if cfg.pairwise:
+        engine = engines.get("judge") or _open_judge(cfg)
+        judge_id = engine.model_id
+        pair, judge_errors = judge_pairs(engine, c, cfg, rows, answers)
+        if c.scoring is not None:
+            rubric = rubric_scores(engine, c, rows, answers)
+    # 5. figures
+    values = per_prompt(rows, answers, pair, rubric)
+    report = {**summarise(values, cfg),
+              "n": {"harmful": sum(r["set"] == "harmful" for r in rows),
+                    "benign": sum(r["set"] == "benign" for r in rows), "judge_errors": judge_errors},
+              "models": {"model": cfg.model, "baseline": cfg.baseline, "judge": judge_id},
+              "hashes": {role: (next(iter(got[role].values()), {}) or {}).get("model_hash") for role in ROLES},
+              "constitution": {"name": c.name, "hash": c.hash, "has_rubric": c.scoring is not None},
+              "detector": "cai.evaluate.refusal", "figures": {k: d for k, (_, d) in FIGURES.items()},
+              "config": cfg.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
+    (out / "values.json").write_text(json.dumps(report, indent=2))
+    (out / "values.md").write_text(table(report))
+    with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            for role in ROLES:
+                d = detect(answers[role][r["id"]])
+                f.write(json.dumps({"id": r["id"], "set": r["set"], "role": role, "prompt": r["prompt"],
+                                    "answer": answers[role][r["id"]], "refusal": d.refusal,
+                                    "mitigation": d.mitigation, "pattern": d.pattern,
+                                    "judge": None if pair is None else
+                                    (pair[r["id"]] if role == "model" else 1 - pair[r["id"]])},
+                                   ensure_ascii=False) + "\n")
+    print_summary("eval values", [(k, f"baseline {_fmt(report['baseline'].get(k), k.endswith('_rate'))}  "
+                                      f"model {_fmt(report['model'].get(k), k.endswith('_rate'))}")
+                                  for k in FIGURES if k in report["model"]] + [("out", str(out))])
+    return {"out": str(out), "values": str(out / "values.json"),
+            **{f"{role}.{k}": report[role][k]["value"] for role in ROLES for k in ("refusal_rate", "over_refusal_rate")}}
+
+
+def _open_judge(cfg: ValuesConfig):
+    from cai.data.store import RequestCache, default_cache_path
+    from cai.engine import make_engine
+    from cai.engine.cached import CachedEngine
+    engine = make_engine(cfg.engine, cfg.judge_model, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                         **cfg.engine_args)
+    return CachedEngine(engine, RequestCache(default_cache_path()))
