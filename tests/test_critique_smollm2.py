@@ -33,7 +33,8 @@ def test_smollm2_vllm_critique_end_to_end(smollm2_dir, tmp_path):
 def test_smollm2_default_config_keeps_85_percent_of_20_prompts(smollm2_dir, tmp_path):
     out = tmp_path / "out"
     r = run_cai("critique", "--model", "smollm2-135m", "--engine", "vllm", "--prompts", "data/red_team.jsonl",
-                "--limit", "20", "--out", str(out), "--cache", str(tmp_path / "cache.sqlite"))
+                "--limit", "20", "--out", str(out), "--cache", str(tmp_path / "cache.sqlite"),
+                timeout=1500)  # about 3 min on a quiet 2-core machine; the limit only catches a hang
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(out)
     assert m["conversations"] == 20 and m["errors"] == 0
