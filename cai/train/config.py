@@ -10,6 +10,7 @@ column of the offending field, and refuses unknown keys and wrong types in the s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from cai.config import Source, config_error, load_config, to_dict
