@@ -22,7 +22,7 @@ SECONDS=0
 MODEL="$OUT/sft"
 if [ "${DPO:-1}" = 1 ]; then
   "$PY" -m cai.cli train dpo --config configs/dpo.yaml model="$OUT/sft" data.path="$OUT/contrast" \
-      data.eval_fraction=0 data.max_length=160 run.output_dir="$OUT/dpo" run.epochs=${DPO_EPOCHS:-1} \
+      data.eval_fraction=0 data.max_length=160 run.output_dir="$OUT/dpo" run.epochs=${DPO_EPOCHS:-2} \
       run.batch_size=8 run.micro_batch_size=8 run.save_every=0 run.eval_every=0 optim.lr=${DPO_LR:-2e-5} \
       optim.warmup_steps=2 optim.scheduler=linear beta=${DPO_BETA:-0.1}
   MODEL="$OUT/dpo"
