@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai.config import from_data, load_config, to_dict
+from cai.critique.config import CritiqueConfig
 from cai.engine.base import SamplingParams
 from cai.errors import InputError
 from cai.pipeline.adapters import CritiqueStage, EngineSpec, LabelStage
@@ -23,7 +24,7 @@ def test_tuples_and_nested_frozen_dataclasses_round_trip():
 
     crit = from_data(CritiqueStage, {"rounds": 3, "filters": ["empty"], "answer": {"max_tokens": 32, "stop": ["\n"]}})
     assert crit.filters == ("empty",) and crit.answer == SamplingParams(max_tokens=32, stop=("\n",))
-    assert crit.critique == SamplingParams()  # untouched steps keep their defaults
+    assert crit.critique == CritiqueConfig().critique  # untouched steps keep their (per-step) defaults
     again = from_data(CritiqueStage, to_dict(crit))
     assert again == crit and again.answer.stop == ("\n",)
 

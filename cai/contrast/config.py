@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import InputError
+from cai.resources import shipped_dir
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = shipped_dir("data")
 
 
 @dataclass

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import InputError
+from cai.resources import shipped_dir
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "eval"
+DATA = shipped_dir("data") / "eval"
 DEFAULT_HARMFUL = str(DATA / "harmful.jsonl")
 DEFAULT_BENIGN = str(DATA / "benign.jsonl")
 ROLES = ("model", "baseline")

@@ -19,8 +19,9 @@ from cai.critique.config import CritiqueConfig
 from cai.engine.base import SamplingParams
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
+from cai.resources import shipped_dir
 
-DEFAULT_PROMPTS = str(Path(__file__).resolve().parents[2] / "data" / "red_team.jsonl")
+DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
 
 
 @dataclass(frozen=True)
