@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from cai.cli import main
@@ -124,8 +123,8 @@ def test_import_errors(tmp_path, capsys):
     assert "bad.json:2:" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="the real fixtures live in ../shared/fixtures")
 def test_import_real_fixtures(tmp_path, capsys):
+    assert REAL.is_dir(), f"the real fixtures live in {REAL} (../shared/fixtures beside the checkout)"
     out = tmp_path / "paper.yaml"
     assert main(["constitution", "import", "--format", "anthropic-paper", str(REAL / "anthropic-cai-paper"),
                  "--out", str(out)]) == 0
