@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from cai.errors import InputError
 from cai.testing import make_tiny_model
 from cai.train import common, data, dpo, rm
 from cai.train.config import DataConfig, DPOConfig, OptimConfig, RMConfig, RunConfig
@@ -83,6 +84,26 @@ def test_dpo_step1_loss_on_soft_labels_by_hand(loss_type, models, tok, tmp_path)
     want = by_hand(models, tok, loss_type)
     assert step1["loss"] == pytest.approx(sum(want) / 2, abs=1e-4)
     assert abs(step1["loss"] - math.log(2)) > 1e-3
+
+
+def test_rpo_adds_alpha_times_the_chosen_per_token_nll(models, tok, tmp_path):
+    """rpo_alpha: step-1 loss = cDPO on the soft labels + α · (−log π(chosen|x) / |chosen|), by hand."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    cfg = DPOConfig(model=str(models[0]), ref_model=str(models[1]), beta=BETA, rpo_alpha=0.5,
+                    data=DataConfig(path=str(path), eval_fraction=0.0),
+                    run=RunConfig(output_dir=str(tmp_path / "run"), batch_size=2, micro_batch_size=1, max_steps=1,
+                                  progress=False, save_every=0),
+                    optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"))
+    dpo.train(cfg)
+    step1 = common.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    n_chosen = [sum(data.tokenize_pair_dpo(tok, r, 1024, "keep_start", data.Counts()).chosen_mask[1:]) for r in ROWS]
+    nll = [-pc / n for (pc, _), n in zip(seq_logps(models[0], tok, ROWS), n_chosen)]
+    want = [d + 0.5 * x for d, x in zip(by_hand(models, tok, "cdpo"), nll)]
+    assert step1["nll/chosen"] == pytest.approx(sum(nll) / 2, abs=1e-4)
+    assert step1["loss"] == pytest.approx(sum(want) / 2, abs=1e-4)
+    with pytest.raises(InputError, match="rpo_alpha"):
+        DPOConfig(rpo_alpha=-1.0)
 
 
 def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):

@@ -64,6 +64,11 @@ def test_dpo_sigmoid_and_cdpo():
     assert losses.DPO_LOSSES["cdpo"] is losses.dpo_sigmoid
 
 
+def test_rpo_nll_is_the_chosen_per_token_nll():
+    # chosen summed log-probs −6 over 3 tokens -> 2.0; −1 over 0 tokens is guarded by clamp(min=1) -> 1.0
+    close(losses.rpo_nll(T([-6.0, -1.0]), T([3.0, 0.0])), [2.0, 1.0])
+
+
 def test_dpo_robust():
     # (0.8·0.3132617 − 0.2·1.3132617) / 0.6 = −0.0200715
     close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, 0.2), [-0.0200715])

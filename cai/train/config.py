@@ -231,6 +231,10 @@ class DPOConfig:
     """Assumed label-flip rate ε for cdpo/robust (and sigmoid, where it is cDPO)."""
     soft_labels: bool = True
     """When the data has `p_chosen`, use ε = 1 − p_chosen per pair instead of `label_smoothing`."""
+    rpo_alpha: float = 0.0
+    """Weight α of the chosen responses' per-token NLL added to the DPO loss (RPO, Pang et al. 2024; TRL's
+    `rpo_alpha`, which suggests 1.0). 0 = plain DPO. It keeps the chosen answers likely, so DPO on a small
+    model does not drift into non-answers that are merely unlike the rejected responses."""
     ref_cache_dir: str = ""
     """Where reference log-probs are cached, keyed by dataset and model hashes; empty = `~/.cache/cai/ref_logps`."""
 
@@ -241,6 +245,8 @@ class DPOConfig:
             raise InputError("must be > 0", field="beta")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise InputError("must be in [0, 0.5)", field="label_smoothing")
+        if self.rpo_alpha < 0:
+            raise InputError("must be >= 0", field="rpo_alpha")
         if self.loss_type == "ipo" and self.label_smoothing > 0:
             raise InputError("IPO has no label smoothing; use cdpo or robust, or set label_smoothing=0",
                              field="label_smoothing")

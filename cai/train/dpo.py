@@ -144,8 +144,13 @@ def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg
     eps = (1 - batch["p_chosen"].to(device)) if soft else cfg.label_smoothing
     c_ratio, r_ratio = chosen - ref_c, rejected - ref_r  # log π/π_ref of each response, (b,)
     loss = loss_fn(c_ratio, r_ratio, cfg.beta, eps, chosen_len=len_c, rejected_len=len_r)  # (b,)
+    extra = {}
+    if cfg.rpo_alpha > 0:
+        nll = losses.rpo_nll(chosen, len_c)  # (b,)
+        loss = loss + cfg.rpo_alpha * nll
+        extra["nll/chosen"] = nll.detach()
     rc, rr = losses.dpo_implicit_rewards(c_ratio, r_ratio, cfg.beta)
-    return {"loss": loss, "rewards/chosen": rc, "rewards/rejected": rr, "rewards/accuracy": (rc > rr).float(),
+    return {**extra, "loss": loss, "rewards/chosen": rc, "rewards/rejected": rr, "rewards/accuracy": (rc > rr).float(),
             "rewards/margin": rc - rr, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach(),
             "tokens": batch["attention_mask"].sum().float()}
 
@@ -171,7 +176,8 @@ def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, l
                                       pad_id, acc.device))
     module.train()
     if not sums:  # this process had no held-out pairs
-        sums = {k: torch.zeros((), dtype=torch.float64) for k in METRIC_KEYS + ["tokens"]}
+        keys = METRIC_KEYS + ["tokens"] + (["nll/chosen"] if cfg.rpo_alpha > 0 else [])
+        sums = {k: torch.zeros((), dtype=torch.float64) for k in keys}
     return {f"eval/{k}": v for k, v in _finish(acc, sums, len(exs)).items() if k != "tokens"}
 
 

@@ -151,6 +151,18 @@ DPO_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def rpo_nll(chosen_logps: torch.Tensor, chosen_len: torch.Tensor) -> torch.Tensor:
+    """The RPO term (Pang et al. 2024, "Iterative Reasoning Preference Optimization", arXiv 2404.19733,
+    eq. 3; TRL's `rpo_alpha`): the negative log-likelihood of the chosen response per token,
+    −log π(y_w|x) / |y_w|, added to the DPO loss with weight α. DPO only asks the chosen response to beat
+    the rejected one; at small scale it can get there by making both unlikely, drifting into text that is
+    neither (e.g. "Sure! I can help with that." and nothing else). The NLL keeps the chosen answers likely.
+
+    chosen_logps: (B,) summed over response tokens; chosen_len: (B,) response token counts. Returns (B,).
+    """
+    return -chosen_logps / chosen_len.clamp(min=1)
+
+
 def dpo_implicit_rewards(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor,
                          beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Implicit rewards β·(log π − log π_ref) of chosen and rejected (Rafailov et al. 2023 §5). (B,) each."""
