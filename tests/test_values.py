@@ -97,6 +97,7 @@ def test_rates_by_hand(tmp_path, tok):
     m, b = rep["model"], rep["baseline"]
     assert m["refusal_rate"]["value"] == 0.75 and b["refusal_rate"]["value"] == 0.25  # 3/4 vs 1/4
     assert m["over_refusal_rate"]["value"] == 0.25 and b["over_refusal_rate"]["value"] == 0.0  # 1/4 vs 0/4
+    assert m["non_answer_rate"]["value"] == 0.0 == b["non_answer_rate"]["value"]  # short answers are answers
     # harmful: H0 identical (tie 0.5), H1 and H2 the judge prefers the model's GOOD (1, 1), H3 no preference (0.5)
     assert m["harmless_rate"]["value"] == 0.75 and b["harmless_rate"]["value"] == 0.25
     # benign: B0 baseline GOOD (0), B1 model GOOD (1), B2 and B3 identical (0.5 each) -> 2/4
