@@ -106,6 +106,28 @@ def test_cached_engine_counts_hits_and_skips_errors(hf_engine, cache_path):
     assert first_top == again_top and c2.cache_hits == 3 + 1
 
 
+def test_frequency_penalty_breaks_repeats_on_both_engines(vllm_engine, hf_engine):
+    """A large penalty makes greedy decoding pick a token it has not generated yet (the prompt's tokens do
+    not count); both engines apply it the same way (OpenAI/vLLM definition), so their greedy tokens agree."""
+    plain = SamplingParams(temperature=0, max_tokens=24)
+    penal = plain.replace(frequency_penalty=2.0)
+    outs = {}
+    for engine in (vllm_engine, hf_engine):
+        free = engine.chat(CONVS[:3], plain)
+        pen = engine.chat(CONVS[:3], penal)
+        ids = [r.outputs[0].token_ids for r in pen]
+        # random tiny weights have near-flat logits: a penalty of 2 dominates them, so no token repeats
+        assert all(len(set(t)) == len(t) for t in ids), ids
+        assert any(len(set(r.outputs[0].token_ids)) < len(r.outputs[0].token_ids) for r in free)
+        outs[engine.name] = ids
+    assert outs["vllm"] == outs["hf"]
+    # the key of a request without a penalty is the one earlier versions wrote (caches stay valid)
+    assert "frequency_penalty" not in plain.to_dict() and penal.to_dict()["frequency_penalty"] == 2.0
+    assert SamplingParams.from_dict(penal.to_dict()) == penal
+    with pytest.raises(ValueError):
+        SamplingParams(frequency_penalty=3.0)
+
+
 def test_sampling_params_validation():
     with pytest.raises(ValueError):
         SamplingParams(temperature=-1)

@@ -32,10 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help=f"temperature of every step (default {d.answer.temperature})")
     p.add_argument("--top-p", type=float, default=None, help=f"top_p of every step (default {d.answer.top_p})")
+    p.add_argument("--frequency-penalty", type=float, default=None,
+                   help="frequency penalty of every step (default: " + ", ".join(
+                       f"{s} {getattr(d, s).frequency_penalty}" for s in STEPS) + ")")
     for step in STEPS:
         p.add_argument(f"--{step}-max-tokens", type=int, default=None, help=f"override --max-tokens for {step}s")
         p.add_argument(f"--{step}-temperature", type=float, default=None, help=f"override --temperature for {step}s")
         p.add_argument(f"--{step}-top-p", type=float, default=None, help=f"override --top-p for {step}s")
+        p.add_argument(f"--{step}-frequency-penalty", type=float, default=None,
+                       help=f"override --frequency-penalty for {step}s")
     p.add_argument("--retries", type=int, default=d.retries, help="sample a revision the filters would drop "
                    f"again with another seed, up to N times (default {d.retries})")
     p.add_argument("--filters", default=",".join(FILTERS),
@@ -59,7 +64,8 @@ def config_from_args(args):
             return own if own is not None else every if every is not None else getattr(base, name)
 
         try:
-            return base.replace(temperature=pick("temperature"), top_p=pick("top_p"), max_tokens=pick("max_tokens"))
+            return base.replace(temperature=pick("temperature"), top_p=pick("top_p"), max_tokens=pick("max_tokens"),
+                                frequency_penalty=pick("frequency_penalty"))
         except ValueError as e:
             raise InputError(str(e), field=f"--{step}-*") from None
 

@@ -35,6 +35,10 @@ class SamplingParams:
     """Per-request seed: the same prompt, params and seed give the same sample on a given engine."""
     logprobs: bool = False
     """Return the log-prob of each sampled token (raw model distribution, before temperature)."""
+    frequency_penalty: float = 0.0
+    """Subtract this × (times the token was already generated in this completion) from its logit before
+    temperature (OpenAI's and vLLM's definition; prompt tokens are not counted). Small models caught in a
+    loop ("The advice ... The advice ...") run to max_tokens; a penalty of 0.3–0.5 breaks most loops."""
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -43,6 +47,8 @@ class SamplingParams:
             raise ValueError("top_p must be in (0, 1]")
         if self.max_tokens < 1 or self.n < 1:
             raise ValueError("max_tokens and n must be >= 1")
+        if not -2 <= self.frequency_penalty <= 2:
+            raise ValueError("frequency_penalty must be in [-2, 2]")
         if isinstance(self.stop, (list, str)):
             object.__setattr__(self, "stop", tuple([self.stop] if isinstance(self.stop, str) else self.stop))
 
@@ -52,6 +58,8 @@ class SamplingParams:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
+        if not self.frequency_penalty:  # added later: keep the request keys (and caches) of earlier runs
+            del d["frequency_penalty"]
         return d
 
     @classmethod

@@ -19,8 +19,8 @@ from cai.models import model_hash, resolve_model
 class _RowSampler:
     """LogitsProcessor: per-row temperature/top_p/seed sampling; records the raw log-prob of each pick."""
 
-    def __init__(self, params: list[SamplingParams], seeds: list[int]):
-        self.params = params
+    def __init__(self, params: list[SamplingParams], seeds: list[int], prompt_len: int = 0):
+        self.params, self.prompt_len = params, prompt_len
         self.gens = [torch.Generator().manual_seed(s) for s in seeds]
         self.logprobs: list[list[float]] = [[] for _ in params]
 
@@ -29,10 +29,14 @@ class _RowSampler:
         logp = torch.log_softmax(scores, dim=-1)
         picks = torch.empty(scores.shape[0], dtype=torch.long)
         for i, p in enumerate(self.params):
+            row = scores[i]
+            if p.frequency_penalty:  # OpenAI/vLLM: minus penalty × count of the token in this completion so far
+                gen = input_ids[i, self.prompt_len:]
+                row = row - p.frequency_penalty * torch.bincount(gen.cpu(), minlength=row.shape[0])[:row.shape[0]].to(row)
             if p.temperature == 0:
-                picks[i] = int(torch.argmax(scores[i]))
+                picks[i] = int(torch.argmax(row))
                 continue
-            probs = torch.softmax(scores[i] / p.temperature, dim=-1)
+            probs = torch.softmax(row / p.temperature, dim=-1)
             if p.top_p < 1.0:
                 sp, si = torch.sort(probs, descending=True)
                 keep = torch.cumsum(sp, 0) - sp < p.top_p  # smallest prefix reaching top_p
@@ -122,7 +126,7 @@ class HFEngine(Engine):
         input_ids, attn = self._left_pad(ids)
         T = input_ids.shape[1]
         max_new = min(max(p.max_tokens for p in params), self.max_model_len - T)
-        sampler = _RowSampler(params, [r[4] for r in rows])
+        sampler = _RowSampler(params, [r[4] for r in rows], T)
         gen = self.model.generate(
             input_ids=input_ids, attention_mask=attn, do_sample=False, max_new_tokens=max(1, max_new),
             logits_processor=LogitsProcessorList([sampler]),

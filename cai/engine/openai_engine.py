@@ -226,6 +226,8 @@ class OpenAIEngine(Engine):
 
     def _sampling_body(self, p: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens, "n": p.n}
+        if p.frequency_penalty:
+            body["frequency_penalty"] = p.frequency_penalty
         if p.stop:
             body["stop"] = list(p.stop)
         if p.seed is not None:

@@ -213,7 +213,7 @@ def _to_vllm(p: SamplingParams):
     import vllm
     return vllm.SamplingParams(
         n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed,
-        stop=list(p.stop) or None, logprobs=0 if p.logprobs else None,
+        stop=list(p.stop) or None, logprobs=0 if p.logprobs else None, frequency_penalty=p.frequency_penalty,
         output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY,
     )
 
