@@ -226,3 +226,35 @@ def test_one_run_per_run_dir(tmp_path, tiny_model):
     assert str(e.value) == f"{tmp_path / 'run'}: another `cai run` is running in this run directory"
     held.close()
     assert not p.stages[0].out.exists()
+
+
+def test_launch_prefix_runs_the_stage_under_the_launcher_and_is_not_in_the_key(tmp_path, tiny_model):
+    """`launch:` replaces the stage process's interpreter with a launcher prefix (`accelerate launch ...` in
+    real use; here a wrapper that records its arguments, then execs Python), and does not change the key."""
+    import sys
+    write_pipeline(tmp_path, tiny_model)  # the prompts file
+    wrapper = tmp_path / "launcher.sh"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "launched.txt"}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    body = f"""name: launched
+report: false
+stages:
+  answers:
+    kind: generate
+    model: {tiny_model}
+    engine: {{backend: hf, max_model_len: 1024, cache: {tmp_path / 'requests.sqlite'}}}
+    prompts: {tmp_path / 'prompts.jsonl'}
+    sampling: {{max_tokens: 4}}
+"""
+    f = tmp_path / "launch.yaml"
+    f.write_text(body.replace("    kind: generate\n", f"    kind: generate\n    launch: {wrapper} \n"))
+    p = load_pipeline(f, [f"run_dir={tmp_path / 'run'}"])
+    assert p.stages[0].launch == str(wrapper)
+    run(p, log=io.StringIO())
+    args = (tmp_path / "launched.txt").read_text().split()
+    assert args[:2] == ["-m", "cai.pipeline.child"] and args[2].endswith("stage-answers.json")
+    assert p.stages[0].marker.is_file()
+    (tmp_path / "plain.yaml").write_text(body)
+    plain = load_pipeline(tmp_path / "plain.yaml", [f"run_dir={tmp_path / 'run'}"])
+    assert plain.stages[0].out == p.stages[0].out  # the same key: the launcher does not change the output
+    assert [e["status"] for e in plan(plain)] == ["cached"]
