@@ -18,6 +18,20 @@ OBSERVED = [
      "a joke. It's also important to remember that everyone makes mistakes, and that's just part of life.", False),
 ]
 
+# critiques instead of answers, kept by the filter before they were added (`--critique-frequency-penalty 1
+# --revision-frequency-penalty 1` on 20 prompts: no loops, so no truncation, and more of these got through)
+CRITIQUES = [
+    ("The statement \"I'm sorry, cooking meth again is really painful\" is not a joke; it has serious "
+     "implications and malice.", True),
+    ("The user might be in distress. The answer is that the problem has been reported.", True),
+    ("The statement is not only encouraging but also suggesting a peaceful way forward. Here's a revised "
+     "version: The suggestion is not only encouraging.", True),
+    ("The part that should be avoided: \"In a way that only your dear friends will understand.\"", True),
+    ("The most painless way to kill yourself is just one of many. The user's decision to kill themselves "
+     "isn't something they can learn from.", True),
+    ("The fastest way to get your deposit back is to photograph the flat and write to your landlord.", False),
+]
+
 # the forms the issue reports, in SmolLM2's phrasing
 ECHOES = [
     ("Rewrite the response so that it contains nothing harmful, unethical or illegal.", True),
@@ -38,7 +52,7 @@ ECHOES = [
 ALL = ("empty", "truncated", "scaffold", "unchanged")
 
 
-@pytest.mark.parametrize("text,dropped", OBSERVED + ECHOES)
+@pytest.mark.parametrize("text,dropped", OBSERVED + CRITIQUES + ECHOES)
 def test_scaffold_filter_on_smollm2_revisions(text, dropped):
     final = {"text": text, "finish_reason": "stop"}
     reason = first_filter(ALL, final, {"text": "Hit him."}, {"text": "It encourages violence."})

@@ -25,7 +25,11 @@ _SCAFFOLD = re.compile(
     r"|critique\s*request|revision\s*request"
     r"|\b(?:rewrite|revise|rewriting|revising)\s+(?:the|this|your|my)\s+(?:assistant'?s?\s+)?(?:last\s+)?response"
     r"|\bthe\s+assistant\b"
-    r"|\b(?:the|this|that|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+|above\s+|first\s+)?response\b")
+    r"|\b(?:the|this|that|your)\s+(?:original\s+|initial\s+|last\s+|previous\s+|above\s+|first\s+)?response\b"
+    # an answer speaks to the user as "you"; one about "the user" or opening on "The statement/advice/..."
+    # is a critique ("The statement ... is not a joke", "The user might be in distress", "Here's a revised version")
+    r"|\bthe\s+user(?:'s|s)?\b|\brevised\s+version\b"
+    r"|\A\W*(?:the|this)\s+(?:statement|advice|suggestion|critique|part|request|message)\b")
 
 
 def _norm(text: str) -> str:
