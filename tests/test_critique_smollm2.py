@@ -30,7 +30,7 @@ def test_smollm2_vllm_critique_end_to_end(smollm2_dir, tmp_path):
 
 
 @pytest.mark.integration
-def test_smollm2_default_config_keeps_85_percent_of_20_prompts(smollm2_dir, tmp_path):
+def test_smollm2_default_config_yield_on_20_prompts(smollm2_dir, tmp_path):
     out = tmp_path / "out"
     r = run_cai("critique", "--model", "smollm2-135m", "--engine", "vllm", "--prompts", "data/red_team.jsonl",
                 "--limit", "20", "--out", str(out), "--cache", str(tmp_path / "cache.sqlite"),
@@ -38,9 +38,10 @@ def test_smollm2_default_config_keeps_85_percent_of_20_prompts(smollm2_dir, tmp_
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(out)
     assert m["conversations"] == 20 and m["errors"] == 0
-    # Measured 13 / 20 kept (6 truncated revisions, 1 scaffold) with this configuration; issue 11's goal is
-    # 17 / 20 (85%) and is not reached yet. This guards the measured yield (it was 47% before the budgets,
-    # retries and last-good-revision fallback).
+    # Measured 13 / 20 kept (6 truncated revisions, 1 scaffold) with this configuration, on a quiet machine
+    # and under load alike; issue 11's goal is 17 / 20 (85%) and is not reached at 135M (README, "SL-CAI:
+    # yield"). This guards the measured yield (it was 47% before the budgets, retries and last-good-revision
+    # fallback).
     assert m["kept"] >= 11, (m["kept"], m["filtered"])
     assert m["kept"] + sum(m["filtered"].values()) + m["too_long"] == 20
     sft = read_config(out, "sft")
