@@ -143,3 +143,15 @@ def test_examples_fall_back_to_critique_traces_and_cai_report_rebuilds(tmp_path)
     assert "<script" not in html.lower() and "&lt;script&gt;" in html and "model benign0" in html
     bad = run_cai("report", str(tmp_path))
     assert bad.returncode == 2 and bad.stderr.startswith(f"cai: error: {tmp_path}: not a pipeline run directory")
+
+
+def test_pairs_labelled_by_construction_have_no_order_statistics():
+    from cai.report.collect import principle_stats
+    judged = {"principle_ids": ["harm"], "chosen": "a", "rejected": "bb", "p_chosen": 0.8, "order_consistent": True,
+              "chosen_is_a": False}
+    contrast = {"principle_ids": ["harm"], "chosen": "ccc", "rejected": "d", "p_chosen": 1.0}  # cai contrast
+    [only] = principle_stats([contrast], [])
+    assert only["comparisons"] == 1 and only["order_agreement"] is None and only["a_win_rate"] is None
+    [both] = principle_stats([judged, contrast], [{"harm": 2}])
+    assert both["order_agreement"] == 1.0 and both["a_win_rate"] == 0.0 and both["longer_win_rate"] == 0.5
+    assert both["critique_rounds"] == 2 and both["mean_p_chosen"] == 0.9

@@ -139,7 +139,7 @@ def principle_stats(prefs: list[dict], critique_counts: list[dict]) -> list[dict
     orders agreed, the rate at which response A (first shown) won, the rate at which the longer response won
     (a length-bias check) and the mean soft label."""
     acc: dict[str, dict[str, Any]] = defaultdict(lambda: {"critique_rounds": 0, "comparisons": 0, "agree": 0,
-                                                          "a_wins": 0, "longer_wins": 0, "p_sum": 0.0})
+                                                          "judged": 0, "a_wins": 0, "longer_wins": 0, "p_sum": 0.0})
     for counts in critique_counts:
         for pid, n in counts.items():
             acc[pid]["critique_rounds"] += int(n)
@@ -148,15 +148,17 @@ def principle_stats(prefs: list[dict], critique_counts: list[dict]) -> list[dict
         for pid in (ids if isinstance(ids, list) else [ids]):
             a = acc[str(pid)]
             a["comparisons"] += 1
+            # pairs labelled by construction (`cai contrast`, critique prefs) or in one order have no order check
+            a["judged"] += r.get("order_consistent") is not None
             a["agree"] += bool(r.get("order_consistent"))
             a["a_wins"] += bool(r.get("chosen_is_a"))
             a["longer_wins"] += len(_text(r.get("chosen"))) > len(_text(r.get("rejected")))
             a["p_sum"] += float(r.get("p_chosen") or 0.0)
     out = []
     for pid, a in sorted(acc.items()):
-        n = a["comparisons"]
+        n, j = a["comparisons"], a["judged"]
         out.append({"principle": pid, "critique_rounds": a["critique_rounds"], "comparisons": n,
-                    "order_agreement": a["agree"] / n if n else None, "a_win_rate": a["a_wins"] / n if n else None,
+                    "order_agreement": a["agree"] / j if j else None, "a_win_rate": a["a_wins"] / j if j else None,
                     "longer_win_rate": a["longer_wins"] / n if n else None,
                     "mean_p_chosen": a["p_sum"] / n if n else None})
     return out
