@@ -126,8 +126,8 @@ def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple
 
 def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, float | None]]:
     """{role: {prompt id: score on the rubric's own scale}} for benign prompts (d-RLAIF expected score)."""
+    from cai.constitution.templates import score_range
     from cai.feedback.score import score_responses
-    from cai.templates import score_range
     lo, hi = score_range(constitution)
     benign = [r for r in rows if r["set"] == "benign"]
     out = {}

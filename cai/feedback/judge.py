@@ -70,7 +70,7 @@ class Judge:
 
     def __init__(self, engine, constitution, config: LabelConfig | None = None):
         from cai.constitution import PrincipleSampler
-        from cai.templates import option_letters
+        from cai.constitution.templates import option_letters
 
         self.engine, self.c, self.cfg = engine, constitution, config or LabelConfig()
         if not constitution.comparisons:
@@ -87,7 +87,7 @@ class Judge:
 
     # --- prompts ---------------------------------------------------------------------------------
     def _messages(self, principle, prompt, a: str, b: str) -> list[dict]:
-        from cai.templates import render_compare, render_compare_cot
+        from cai.prompts import render_compare, render_compare_cot
         render = render_compare_cot if self.cfg.mode == "cot" else render_compare
         return render(self.c, [principle], prompt, a, b, few_shot=self.cfg.few_shot)
 

@@ -51,7 +51,8 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
     (a str, as the engines report it) instead of a reward, never a silent None."""
     import math
 
-    from cai.templates import render_score, score_range
+    from cai.constitution.templates import score_range
+    from cai.prompts import render_score
     lo, hi = score_range(constitution)
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, lo, hi)
     ids = [engine.format_chat(render_score(constitution, p, r), continue_final_message=True)

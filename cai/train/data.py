@@ -12,8 +12,8 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from cai.data.sources import as_messages
 from cai.errors import InputError
 
 # Columns never treated as provenance in the model card (they are the training content).
@@ -158,13 +158,6 @@ def _chat_ids(tok, messages: list[dict], add_generation_prompt: bool = False) ->
     return list(out["input_ids"])
 
 
-def _as_messages(value: Any, role: str) -> list[dict]:
-    """Prompt/response columns are lists of messages (TRL conversational style) or plain strings."""
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -187,7 +180,7 @@ def tokenize_sft(tok, messages: list[dict], max_length: int, counts: Counts) -> 
     the end of `template(messages[:i+1])`, trimmed after the first EOS so the template's trailing newline
     is not trained. Truncation keeps the start (TRL's SFT default).
     """
-    messages = _as_messages(messages, "user")
+    messages = as_messages(messages)
     ids = _chat_ids(tok, messages)
     mask = [0] * len(ids)
     for i, m in enumerate(messages):
@@ -231,10 +224,10 @@ def tokenize_pair_dpo(tok, row: dict, max_length: int, truncation_mode: str, cou
     """TRL DPOTrainer tokenisation: prompt ids end where template(prompt, gen prompt) and
     template(prompt + response) diverge; the collator truncates each prompt+response to max_length
     (keep_start / keep_end); with keep_start, pairs whose prompt alone fills max_length are dropped."""
-    prompt = _as_messages(row["prompt"], "user")
+    prompt = as_messages(row["prompt"])
     p_ids = _chat_ids(tok, prompt, add_generation_prompt=True)
-    pc = _chat_ids(tok, prompt + _as_messages(row["chosen"], "assistant"))
-    pr = _chat_ids(tok, prompt + _as_messages(row["rejected"], "assistant"))
+    pc = _chat_ids(tok, prompt + as_messages(row["chosen"], role="assistant"))
+    pr = _chat_ids(tok, prompt + as_messages(row["rejected"], role="assistant"))
     plen = min(common_prefix_length(p_ids, pc), common_prefix_length(p_ids, pr))
     counts.rows += 1
     if truncation_mode == "keep_start" and plen >= max_length:
@@ -252,9 +245,9 @@ def tokenize_pair_dpo(tok, row: dict, max_length: int, truncation_mode: str, cou
 def tokenize_pair_rm(tok, row: dict, max_length: int, counts: Counts) -> PrefExample | None:
     """TRL RewardTrainer tokenisation: template(prompt + response) for each side; pairs where either side
     is longer than max_length are dropped (TRL filters them rather than truncating)."""
-    prompt = _as_messages(row["prompt"], "user")
-    pc = _chat_ids(tok, prompt + _as_messages(row["chosen"], "assistant"))
-    pr = _chat_ids(tok, prompt + _as_messages(row["rejected"], "assistant"))
+    prompt = as_messages(row["prompt"])
+    pc = _chat_ids(tok, prompt + as_messages(row["chosen"], role="assistant"))
+    pr = _chat_ids(tok, prompt + as_messages(row["rejected"], role="assistant"))
     counts.rows += 1
     if len(pc) > max_length or len(pr) > max_length:
         counts.truncated += 1

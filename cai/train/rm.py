@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from cai.data.sources import as_messages
 from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
@@ -207,9 +208,9 @@ def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]],
         seqs = []
         for r in rows.rows:
             if r.get("messages"):
-                seqs.append(data._chat_ids(tok, data._as_messages(r["messages"], "user")))
+                seqs.append(data._chat_ids(tok, as_messages(r["messages"])))
             elif isinstance(r.get("response"), str) and r.get("prompt") is not None:
-                msgs = data._as_messages(r["prompt"], "user") + [{"role": "assistant", "content": r["response"]}]
+                msgs = as_messages(r["prompt"]) + [{"role": "assistant", "content": r["response"]}]
                 seqs.append(data._chat_ids(tok, msgs))
             elif {"prompt", "chosen", "rejected"} <= set(r):
                 ex = data.tokenize_pair_rm(tok, r, 10 ** 9, data.Counts())

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cai.data.sources import as_messages
 from cai.errors import InputError
 from cai.train import losses
 
@@ -207,7 +208,7 @@ class RMReward:
         from cai.train import data
         seqs = []
         for p, r in zip(prompts, responses):
-            msgs = data._as_messages(p, "user") + [{"role": "assistant", "content": r}]
+            msgs = as_messages(p) + [{"role": "assistant", "content": r}]
             seqs.append(data._chat_ids(self.tok, msgs))
         raw = []
         for lo in range(0, len(seqs), self.batch_size):
