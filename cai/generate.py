@@ -9,13 +9,15 @@ import argparse
 import time
 from typing import Any
 
-from cai.resources import shipped_dir
-
-DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
+from cai.data.layout import write_dataset
+from cai.data.sources import DEFAULT_PROMPTS, as_messages, load_prompts
+from cai.data.store import RunDir, content_digest
+from cai.engine import SamplingParams
+from cai.errors import InputError, PartialRunError
+from cai.stage import add_engine_args, answer_prompts, engine_from_args, print_summary, provenance
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.stage import add_engine_args
     p = sub.add_parser("generate", help="answer prompts with a model; writes the `responses` config")
     p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="JSONL/CSV/Parquet file, dataset dir or hub id")
     p.add_argument("--column", default="prompt", help="prompt column (default: prompt)")
@@ -34,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_sampling_flags(args) -> None:
     """Sampling flags are user input: a bad value is a one-line error naming the flag (exit 2)."""
-    from cai.errors import InputError
     checks = [("--n", getattr(args, "n", 1) >= 1, "must be >= 1"),
               ("--temperature", args.temperature >= 0, "must be >= 0"),
               ("--top-p", 0 < args.top_p <= 1, "must be in (0, 1]"),
@@ -46,7 +47,6 @@ def check_sampling_flags(args) -> None:
 
 
 def _cmd(args) -> int:
-    from cai.engine import SamplingParams
     check_sampling_flags(args)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
@@ -56,9 +56,6 @@ def _cmd(args) -> int:
 
 def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
              limit: int | None = None, overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
-    from cai.stage import engine_from_args
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
@@ -74,9 +71,6 @@ def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: in
 
 
 def _generate(engine, run, rows, prompts, out, params, seed, system) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.data.sources import as_messages
-    from cai.stage import answer_prompts, print_summary, provenance
 
     t0 = time.perf_counter()
     done = answer_prompts(engine, run, rows, params, seed=seed, system=system, log_name="responses",
@@ -101,7 +95,6 @@ def _generate(engine, run, rows, prompts, out, params, seed, system) -> dict[str
     print_summary("generate", [("rows", len(table)), ("errors", errors), ("tokens", engine.generated_tokens),
                                ("seconds", manifest["seconds"]), ("out", out)])
     if errors:
-        from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {len(table)} requests failed; they are recorded in {out}")
     return manifest
 

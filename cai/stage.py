@@ -11,6 +11,10 @@ import time
 from typing import Any
 
 from cai import __version__
+from cai.data.sources import as_messages
+from cai.data.store import RequestCache, check_output_dir, default_cache_path
+from cai.engine import make_engine
+from cai.engine.cached import CachedEngine
 from cai.errors import InputError
 
 
@@ -45,9 +49,6 @@ def parse_engine_args(items: list[str]) -> dict[str, Any]:
 
 def engine_from_args(args, *, seed: int = 0):
     """Open the engine the flags describe, behind the request cache."""
-    from cai.data.store import RequestCache, check_output_dir, default_cache_path
-    from cai.engine import make_engine
-    from cai.engine.cached import CachedEngine
 
     if getattr(args, "out", None) and not getattr(args, "eval_command", None):  # eval's --out is a report file
         check_output_dir(args.out, [getattr(args, k, None) for k in ("prompts", "data")])  # before the model loads
@@ -119,7 +120,6 @@ def answer_prompts(engine, run, rows: list[dict[str, Any]], params, *, seed: int
     """Answer every prompt not yet finished in the run's record log, as one continuous batch (n samples
     each, per-prompt seeds); return all records `{id: {prompt, responses, finish_reasons, tokens, error}}`.
     Prompts whose request failed are retried on a rerun."""
-    from cai.data.sources import as_messages
 
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}

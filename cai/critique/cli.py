@@ -6,13 +6,16 @@ import json
 import sys
 
 from cai.critique.config import FILTERS, STEPS, CritiqueConfig
+from cai.critique.run import critique, plan
+from cai.data.sources import DEFAULT_PROMPTS
+from cai.engine.base import SamplingParams
+from cai.errors import InputError
+from cai.stage import add_engine_args
 
 DEFAULT_CONFIG = CritiqueConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.generate import DEFAULT_PROMPTS
-    from cai.stage import add_engine_args
     p = sub.add_parser("critique", help="SL-CAI: critique and revise answers; writes `sft`, `prefs`, `trace`",
                        description="Answer each prompt, then critique and revise the answer against a sampled "
                        "principle for each round. Interrupted runs resume; a rerun after editing a principle "
@@ -48,8 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args):
-    from cai.engine.base import SamplingParams
-    from cai.errors import InputError
 
     def params(step: str) -> SamplingParams:
         base = getattr(DEFAULT_CONFIG, step)
@@ -71,7 +72,6 @@ def config_from_args(args):
 def _cmd(args) -> int:
     import os
 
-    from cai.critique.run import critique, plan
     if args.verbose:
         os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     cfg = config_from_args(args)

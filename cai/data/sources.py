@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cai.data.layout import read_config
 from cai.errors import InputError
 from cai.resources import shipped_dir
 
@@ -88,7 +89,6 @@ def _read_jsonl(p: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _read_dataset_dir(p: Path, config: str | None) -> list[dict[str, Any]]:
-    from cai.data.layout import read_config
     return read_config(p, config)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cai.engine.base import Completion, Engine, Message, Result, SamplingParams
+from cai.models import model_hash, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,6 @@ def _v1(url: str) -> str:
 
 def _load_tokenizer(model: str, tokenizer: str | None):
     """(tokenizer or None, model_hash). The hash covers the weights when `model` is a local model."""
-    from cai.models import model_hash, resolve_model
 
     try:
         path = resolve_model(tokenizer or model)

@@ -11,19 +11,22 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.data.sources import read_rows
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
+from cai.feedback.label import check_prompt, skip_reason
+from cai.feedback.labels import Preference
+from cai.stage import engine_from_args, print_summary
 
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def read_labelled(path: str) -> list[dict[str, Any]]:
-    from cai.data.sources import read_rows
     rows = read_rows(path)
     if not rows:
         raise InputError("no labelled pairs: the file is empty", file=path)
-    from cai.feedback.label import check_prompt
     out, seen = [], set()
     for i, (line, row) in enumerate(rows):
         for col in ("prompt", "response_a", "response_b", "label"):
@@ -72,10 +75,6 @@ def calibration(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], floa
 def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = None, out: str | None = None,
                engine=None, engine_args=None) -> dict[str, Any]:
     """Python API of `cai eval judge`; returns the report (also written to `out` when given)."""
-    from cai.constitution import load_constitution
-    from cai.feedback.label import skip_reason
-    from cai.feedback.labels import Preference
-    from cai.stage import engine_from_args, print_summary
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)

@@ -10,9 +10,14 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.constitution import PrincipleSampler
+from cai.constitution.templates import option_letters
+from cai.engine import SamplingParams
 from cai.errors import InputError
 from cai.feedback import labels
 from cai.feedback.config import LabelConfig
+from cai.prompts import render_compare, render_compare_cot
+from cai.stage import request_seed
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,8 +74,6 @@ class Judge:
     """Scores `Comparison`s with an engine under a constitution and a `LabelConfig`."""
 
     def __init__(self, engine, constitution, config: LabelConfig | None = None):
-        from cai.constitution import PrincipleSampler
-        from cai.constitution.templates import option_letters
 
         self.engine, self.c, self.cfg = engine, constitution, config or LabelConfig()
         if not constitution.comparisons:
@@ -87,7 +90,6 @@ class Judge:
 
     # --- prompts ---------------------------------------------------------------------------------
     def _messages(self, principle, prompt, a: str, b: str) -> list[dict]:
-        from cai.prompts import render_compare, render_compare_cot
         render = render_compare_cot if self.cfg.mode == "cot" else render_compare
         return render(self.c, [principle], prompt, a, b, few_shot=self.cfg.few_shot)
 
@@ -188,8 +190,6 @@ class Judge:
 
     def _with_rationales(self, prompts, owner, comparisons):
         """CoT: generate a rationale after "Let's think step by step:", then append the answer suffix."""
-        from cai.engine import SamplingParams
-        from cai.stage import request_seed
         # The seed names the pair and the prompt's place within it (principle × order), never the position
         # in the batch: a resumed run draws the same rationale and hits the request cache.
         nth: dict[int, int] = {}

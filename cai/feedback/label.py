@@ -12,9 +12,16 @@ import time
 from collections import Counter
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.data.layout import write_dataset
+from cai.data.sources import as_messages, load_prompts, read_rows
+from cai.data.store import RecordLog, RunDir, content_digest
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.judge import Comparison, Judge
+from cai.feedback.labels import Preference
+from cai.feedback.sample import _raise_partial, sample_core, sample_tables
+from cai.stage import Progress, engine_from_args, print_summary, provenance
 
 PAIR_COLUMNS = ("prompt", "response_a", "response_b")
 
@@ -41,7 +48,6 @@ def read_pairs(data: str, config: str | None = "pairs") -> list[dict[str, Any]]:
     """Rows {id, prompt, response_a, response_b, ...}; a missing column is an InputError naming the row."""
     from pathlib import Path
 
-    from cai.data.sources import read_rows
     p = Path(data)
     rows = read_rows(p, config=config if p.is_dir() and (p / (config or "")).is_dir() else None)
     if not rows:
@@ -89,7 +95,6 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
                ) -> dict[str, dict[str, Any]]:
     """Judge every pair not yet in the run's record log, `batch_pairs` at a time; return all records.
     Records with an engine error are retried on the next run (errors are never cached)."""
-    from cai.stage import Progress
 
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}
@@ -124,8 +129,6 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
 
 def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The `prefs` rows and the label statistics for the manifest."""
-    from cai.data.sources import as_messages
-    from cai.feedback.labels import Preference
 
     rows, skips, errors, per_principle, truncated = [], Counter(), [], Counter(), 0
     margins, consistent, outside, floored = [], [], [], 0
@@ -174,15 +177,12 @@ def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]]
 
 
 def _open(engine, engine_args, seed):
-    from cai.stage import engine_from_args
     return engine or engine_from_args(engine_args, seed=seed)
 
 
 def label(*, data: str, out: str, constitution: str, config: LabelConfig | None = None, overwrite: bool = False,
           engine=None, engine_args=None) -> dict[str, Any]:
     """Python API of `cai label`; returns the manifest."""
-    from cai.constitution import load_constitution
-    from cai.data.store import RunDir, content_digest
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)
@@ -202,9 +202,6 @@ def label(*, data: str, out: str, constitution: str, config: LabelConfig | None 
 
 
 def _label(judge, run, pairs, out, c, cfg) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.feedback.sample import _raise_partial
-    from cai.stage import provenance
 
     engine = judge.engine
     t0 = time.perf_counter()
@@ -229,9 +226,6 @@ def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleCon
     both. Otherwise the policy engine is closed and the judge opens; on vLLM, which allows one engine per
     process and does not give its memory back, the judge runs in a child process that appends to the same
     record log."""
-    from cai.constitution import load_constitution
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
 
     lcfg = label_config or LabelConfig()
     c = load_constitution(constitution)
@@ -251,9 +245,6 @@ def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleCon
 
 
 def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_engine, policy_args, judge_args):
-    from cai.data.layout import write_dataset
-    from cai.feedback.sample import _raise_partial, sample_core, sample_tables
-    from cai.stage import provenance
 
     same = judge_engine is None and judge_args is not None and policy_args is not None and \
         judge_args.model == policy_args.model and judge_args.engine == policy_args.engine
@@ -304,7 +295,6 @@ def judge_in_subprocess(judge_args, constitution, lcfg: LabelConfig, run, pairs:
         lprov, counters = pool.apply(_judge_worker, (vars(judge_args) | {"func": None}, str(constitution)
                                                      if not hasattr(constitution, "hash") else constitution,
                                                      lcfg, str(run.state), pairs))
-    from cai.data.store import RecordLog
     done = {k: v for k, v in RecordLog(run.state / "records" / "prefs").load().items()}
     return done, lprov, counters
 
@@ -313,9 +303,6 @@ def _judge_worker(args: dict, constitution, lcfg: LabelConfig, state: str, pairs
     import argparse
     from pathlib import Path
 
-    from cai.constitution import load_constitution
-    from cai.data.store import RecordLog
-    from cai.stage import engine_from_args, provenance
 
     class _Run:  # the parent holds the run directory's lock; the child only appends to its record log
         def log(self, name):
@@ -339,7 +326,6 @@ def _manifest(stage, stats, prov, engine, t0) -> dict[str, Any]:
 
 
 def _summary(stage, stats, out, manifest) -> None:
-    from cai.stage import print_summary
     print_summary(stage, [("pairs", stats["pairs"]), ("labelled", stats["labelled"]), ("errors", stats["errors"]),
                           ("skipped", sum(stats["skipped"].values())), ("truncated", stats["truncated"]),
                           ("position consistency", stats["position_consistency"]),

@@ -11,7 +11,13 @@ import random
 import time
 from typing import Any
 
+from cai.data.layout import write_dataset
+from cai.data.sources import load_prompts
+from cai.data.store import RunDir, content_digest
+from cai.engine import SamplingParams
+from cai.errors import PartialRunError
 from cai.feedback.config import SampleConfig
+from cai.stage import answer_prompts, engine_from_args, print_summary, provenance
 
 
 def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int, rng_key: str
@@ -32,8 +38,6 @@ def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int,
 
 def sample_core(engine, run, rows: list[dict[str, Any]], cfg: SampleConfig) -> dict[str, dict[str, Any]]:
     """Sample every prompt not yet in the run's `samples` log, in one continuous batch; return all records."""
-    from cai.engine import SamplingParams
-    from cai.stage import answer_prompts
 
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, n=cfg.n)
     return answer_prompts(engine, run, rows, params, seed=cfg.seed, system=cfg.system, log_name="samples",
@@ -70,9 +74,6 @@ def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[
 def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "prompt", limit: int | None = None,
            overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
     """Python API of `cai sample`; returns the manifest."""
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
-    from cai.stage import engine_from_args
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
@@ -87,8 +88,6 @@ def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "promp
 
 
 def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.stage import print_summary, provenance
 
     t0 = time.perf_counter()
     done = sample_core(engine, run, rows, config)
@@ -108,5 +107,4 @@ def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, 
 
 def _raise_partial(errors: int, total: int, out) -> None:
     if errors:
-        from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {total} requests failed; they are recorded in {out}")

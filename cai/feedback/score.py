@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cai.constitution.templates import score_range
 from cai.errors import InputError
 from cai.feedback import labels
+from cai.feedback.judge import _decoded_vocab
+from cai.prompts import render_score
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,6 @@ class ScoreTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, lo: int, hi: int) -> "ScoreTokens":
-        from cai.feedback.judge import _decoded_vocab
         decoded = _decoded_vocab(tokenizer)
         seqs, variants = {}, {}
         for s in range(lo, hi + 1):
@@ -51,8 +53,6 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
     (a str, as the engines report it) instead of a reward, never a silent None."""
     import math
 
-    from cai.constitution.templates import score_range
-    from cai.prompts import render_score
     lo, hi = score_range(constitution)
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, lo, hi)
     ids = [engine.format_chat(render_score(constitution, p, r), continue_final_message=True)

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cai.critique import critique
 from cai.critique.config import CritiqueConfig
+from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.base import SamplingParams
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
-from cai.resources import shipped_dir
-
-DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
+from cai.feedback.label import label, rlaif
+from cai.feedback.sample import sample
+from cai.generate import generate
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ class GenerateStage:
 
 
 def run_generate(cfg: GenerateStage) -> dict[str, Any]:
-    from cai.generate import generate
     _check_out(cfg.out)
     return generate(prompts=cfg.prompts, out=cfg.out, params=cfg.sampling, column=cfg.column, seed=cfg.seed,
                     system=cfg.system, limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
@@ -134,7 +135,6 @@ class CritiqueStage(CritiqueConfig):
 
 
 def run_critique(cfg: CritiqueStage) -> dict[str, Any]:
-    from cai.critique import critique
     _check_out(cfg.out)
     return critique(prompts=cfg.prompts, out=cfg.out, constitution=cfg.constitution, config=core(CritiqueConfig, cfg),
                     column=cfg.column, limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
@@ -161,7 +161,6 @@ class SampleStage(SampleConfig):
 
 
 def run_sample(cfg: SampleStage) -> dict[str, Any]:
-    from cai.feedback.sample import sample
     _check_out(cfg.out)
     return sample(prompts=cfg.prompts, out=cfg.out, config=core(SampleConfig, cfg), column=cfg.column,
                   limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
@@ -189,7 +188,6 @@ class LabelStage(LabelConfig):
 
 
 def run_label(cfg: LabelStage) -> dict[str, Any]:
-    from cai.feedback.label import label
     _check_out(cfg.out)
     return label(data=cfg.data, out=cfg.out, constitution=cfg.constitution, config=core(LabelConfig, cfg),
                  engine_args=engine_namespace(cfg.judge, cfg.engine))
@@ -224,7 +222,6 @@ class RlaifStage:
 
 
 def run_rlaif(cfg: RlaifStage) -> dict[str, Any]:
-    from cai.feedback.label import rlaif
     _check_out(cfg.out)
     policy = engine_namespace(cfg.model, cfg.engine)
     judge = engine_namespace(cfg.judge or cfg.model, cfg.judge_engine if cfg.judge else cfg.engine)

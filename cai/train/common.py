@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from cai.data.store import fsync_dir
 from cai.errors import InputError
+from cai.models import resolve_model
 from cai.train import losses
 
 # ---- processes ------------------------------------------------------------------------------------------
@@ -76,7 +78,6 @@ def step_delay() -> None:
 
 
 def resolve(name: str, field: str) -> Path:
-    from cai.models import resolve_model
     try:
         return resolve_model(name)
     except InputError as e:
@@ -426,7 +427,6 @@ def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the files of `tmp` into `out` durably, `config.json` last (it is what makes a directory load)."""
-    from cai.data.store import fsync_dir
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     for f in files:
         with open(f, "rb") as fh:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cai.data.sources import as_messages
 from cai.errors import InputError
+from cai.train.config import config_error
 
 # Columns never treated as provenance in the model card (they are the training content).
 CONTENT_COLUMNS = {"prompt", "messages", "chosen", "rejected", "p_chosen", "margin"}
@@ -375,7 +376,6 @@ class Prepared:
 def prepare(cfg, tok, needed: tuple[str, ...], tokenize) -> Prepared:
     """Read `cfg.data`, check `needed` columns, split off held-out rows and tokenise each row with
     `tokenize(row, counts) -> example | None` (None = dropped, already counted)."""
-    from cai.train.config import config_error
     d = cfg.data
     try:
         rows = read_rows(d.path, d.config, d.split)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from cai.models import cache_dir, model_hash
 from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import DPOConfig, config_error
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora, check_targets
 
 METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
                "logps/chosen", "logps/rejected"]
@@ -44,7 +45,6 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     # 2. policy (with LoRA: an adapter over the frozen base)
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         policy = apply_lora(policy, cfg.lora, cfg)
     module = common.CompletionLogps(policy)
 
@@ -183,7 +183,6 @@ def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: lis
 
     The reference is `cfg.ref_model` when given; otherwise the initial policy — with LoRA, the same module
     with the adapter disabled (no second copy of the weights)."""
-    from cai.models import cache_dir, model_hash
     ref_path = common.resolve(cfg.ref_model, "ref_model") if cfg.ref_model else model_path
     key = hashlib.sha256("|".join([REF_CACHE_VERSION, data.examples_hash(examples), model_hash(ref_path),
                                    cfg.run.dtype]).encode()).hexdigest()[:32]

@@ -23,13 +23,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cai.engine import make_engine
 from cai.engine.weight_sync import sync_weights
 from cai.models import model_hash as _model_hash
 from cai.train import common, losses, rollout
 from cai.train.card import write_card
-from cai.train.lora import check_targets
+from cai.train.config import config_error
+from cai.train.data import step_indices
+from cai.train.lora import apply_lora, check_targets
 from cai.train.ppo_config import PPOConfig
 from cai.train.ppo_monitor import PLOT_KEYS, Monitors
+from cai.train.rm import load_reward_model
 
 
 def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
@@ -43,7 +47,6 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     rloo, world, rank = cfg.algorithm == "rloo", acc.num_processes, acc.process_index
     K = cfg.ppo.rloo_k if rloo else 1
     if cfg.run.batch_size % world or (cfg.run.batch_size // world * K) % cfg.ppo.num_minibatches:
-        from cai.train.config import config_error
         raise config_error(cfg, "run.batch_size", f"{cfg.run.batch_size} prompts × {K} samples must split evenly "
                            f"over {world} processes and {cfg.ppo.num_minibatches} minibatches")
     if acc.is_main_process:
@@ -55,7 +58,6 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     value = None if rloo else _load_value(cfg, model_path, tok, reward_fn)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         policy = apply_lora(policy, cfg.lora, cfg)
         if value is not None:
             value = apply_lora(value, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
@@ -181,7 +183,6 @@ class _AsModel(nn.Module):
 
 def make_rollout_engine(cfg: PPOConfig, model_path: Path):
     """The in-process rollout engine, started from the initial policy weights."""
-    from cai.engine import make_engine
     r = cfg.rollout
     if r.engine == "vllm":
         return make_engine("vllm", str(model_path), dtype=r.dtype, max_model_len=r.max_model_len,
@@ -191,7 +192,6 @@ def make_rollout_engine(cfg: PPOConfig, model_path: Path):
 
 def _load_value(cfg: PPOConfig, model_path: Path, tok, reward_fn):
     """Value model: `value_model`, else the reward model (kind rm), else the policy with a fresh scalar head."""
-    from cai.train.rm import load_reward_model
     if cfg.value_model:
         path = common.resolve(cfg.value_model, "value_model")
     elif cfg.reward.kind == "rm" and reward_fn is None:
@@ -213,7 +213,6 @@ def _eos_ids(tok, model_path: Path) -> list[int]:
 
 
 def _step_prompts(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    from cai.train.data import step_indices
     return step_indices(n, batch_size, step, seed)
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from cai.data.sources import as_messages
+from cai.errors import InputError
 from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import RMConfig
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora, check_targets
 
 METRIC_KEYS = ["loss", "accuracy", "margin", "reward_mean", "reward_std"]
 
@@ -58,7 +59,6 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)
     model = load_reward_model(model_path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         model = apply_lora(model, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
     module = common.LastTokenReward(model)
 
@@ -217,7 +217,6 @@ def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]],
                 seqs += [ex.chosen_ids, ex.rejected_ids]
         seqs = [s[-cfg.data.max_length:] for s in seqs]
         if not seqs:
-            from cai.errors import InputError
             raise InputError("no policy responses to normalise on: needs `prompt` + `response` (cai sample / "
                              "generate), `messages`, or prompt/chosen/rejected rows", file=rows.source,
                              field="normalize_with")

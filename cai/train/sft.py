@@ -19,7 +19,7 @@ from cai.models import model_hash as _model_hash
 from cai.train import common, data, losses
 from cai.train.card import write_card
 from cai.train.config import SFTConfig
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora, check_targets
 
 METRIC_KEYS = ["loss", "grad_norm", "lr"]
 
@@ -40,7 +40,6 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
     # 2. model (with LoRA: an adapter over the frozen base)
     model = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         model = apply_lora(model, cfg.lora, cfg)
     module = common.CompletionLogps(model)
 
