@@ -16,7 +16,8 @@ import pytest
 from _flaky_server import CANNED_TEXT, FlakyServer, InFlight
 
 from cai.engine.base import SamplingParams, format_chat
-from cai.engine.openai_engine import OpenAIEngine, _retry_after
+from cai.engine.openai_engine import OpenAIEngine
+from cai.engine.openai_wire import retry_after
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -64,7 +65,7 @@ def test_timeouts_exhausted_become_an_error(tiny_model):
     assert "ReadTimeout" in r.error and "2 attempts" in r.error
 
 
-def test_honours_retry_after(tiny_model):
+def test_honoursretry_after(tiny_model):
     # Backoff alone would wait 5 s, 10 s, ...; Retry-After: 0 means retry now.
     with FlakyServer(retry_after="0") as srv, _engine(tiny_model, srv.url, backoff=5.0) as engine:
         t0 = time.time()
@@ -91,10 +92,10 @@ def test_concurrency_bounded_and_spread_over_base_urls(tiny_model):
 
 
 def test_retry_after_header_forms():
-    assert _retry_after("2") == 2.0 and _retry_after("-1") == 0.0 and _retry_after(None) is None
-    assert _retry_after("soon") is None and _retry_after("99999") == 300.0  # capped
+    assert retry_after("2") == 2.0 and retry_after("-1") == 0.0 and retry_after(None) is None
+    assert retry_after("soon") is None and retry_after("99999") == 300.0  # capped
     in_3s = email.utils.formatdate(time.time() + 3, usegmt=True)  # an HTTP date
-    assert 1.5 < _retry_after(in_3s) <= 3.0
+    assert 1.5 < retry_after(in_3s) <= 3.0
 
 
 def test_dead_base_url_is_retried_elsewhere(tiny_model):

@@ -6,7 +6,7 @@ from cai.constitution import load_constitution
 from cai.engine.cached import CachedEngine
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
-from cai.feedback.labels import option_probs
+from cai.feedback.soft_labels import option_probs
 
 
 @pytest.fixture(scope="module")

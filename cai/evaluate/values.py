@@ -33,8 +33,8 @@ from cai.evaluate.refusal import detect
 from cai.evaluate.stats import bootstrap_ci, paired_diff_ci
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
-from cai.feedback.labels import Preference
 from cai.feedback.score import score_responses
+from cai.feedback.soft_labels import Preference
 from cai.generate import generate
 from cai.stage import print_summary
 

@@ -17,7 +17,7 @@ from cai.errors import InputError
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.label import check_prompt, skip_reason
-from cai.feedback.labels import Preference
+from cai.feedback.soft_labels import Preference
 from cai.stage import engine_from_args, print_summary
 
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

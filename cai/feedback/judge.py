@@ -2,7 +2,7 @@
 
 A comparison of responses r1, r2 becomes 2·k prompts (both orders × k principles). Every prompt of a
 batch goes to the engine together as next-token top log-probs (`max_tokens=1`); the conversation comes
-first in the prompt, so with prefix caching the two orders share it. The label math is in `labels.py`.
+first in the prompt, so with prefix caching the two orders share it. The label math is in `soft_labels.py`.
 """
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from cai.constitution import PrincipleSampler
 from cai.constitution.templates import option_letters
 from cai.engine import SamplingParams
 from cai.errors import InputError
-from cai.feedback import labels
+from cai.feedback import soft_labels
 from cai.feedback.config import LabelConfig
 from cai.prompts import render_compare, render_compare_cot
 from cai.stage import request_seed
 
 
 @functools.lru_cache(maxsize=4)
-def _decoded_vocab(tokenizer) -> tuple[str, ...]:
+def decoded_vocab(tokenizer) -> tuple[str, ...]:
     return tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
 
 
@@ -35,10 +35,10 @@ class OptionTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, letters: tuple[str, str]) -> "OptionTokens":
-        decoded = _decoded_vocab(tokenizer)
+        decoded = decoded_vocab(tokenizer)
         variants, canonical = [], []
         for letter in letters:
-            ids = tuple(labels.option_variants(decoded, letter))
+            ids = tuple(soft_labels.option_variants(decoded, letter))
             enc = tokenizer(letter, add_special_tokens=False)["input_ids"]
             if not ids or len(enc) != 1:
                 raise InputError(f"the judge's tokenizer has no single token for option letter {letter!r} "
@@ -154,19 +154,19 @@ class Judge:
             if cmp.error or bad is not None:
                 cmp.error = cmp.error or bad
                 continue
-            clampf = (lambda p: labels.clamp(p, *self.cfg.clamp)) if (self.cfg.mode == "cot" and self.cfg.clamp) \
+            clampf = (lambda p: soft_labels.clamp(p, *self.cfg.clamp)) if (self.cfg.mode == "cot" and self.cfg.clamp) \
                 else (lambda p: p)
             ab = [clampf(pr.p_first) for pr, _ in items[0::n_orders]]
-            cmp.p_ab = labels.mean(ab)  # principle ensemble: average over the k principles
+            cmp.p_ab = soft_labels.mean(ab)  # principle ensemble: average over the k principles
             if n_orders == 2:
-                cmp.p_ba = labels.mean([clampf(pr.p_first) for pr, _ in items[1::2]])
+                cmp.p_ba = soft_labels.mean([clampf(pr.p_first) for pr, _ in items[1::2]])
                 cmp.rationale_ba = items[1][1]
             cmp.rationale = items[0][1]
-            cmp.mass_outside = labels.mean([pr.mass_outside for pr, _ in items])
+            cmp.mass_outside = soft_labels.mean([pr.mass_outside for pr, _ in items])
             cmp.floored = any(pr.floored for pr, _ in items)
         return comparisons
 
-    def option_probs(self, prompts: list[list[int]]) -> list[labels.OptionProbs | str]:
+    def option_probs(self, prompts: list[list[int]]) -> list[soft_labels.OptionProbs | str]:
         """Next-token option probabilities of each prompt (str on an engine error). A letter with no
         variant in the top-k is scored exactly, in one second batch, for its canonical token."""
         if not prompts:
@@ -185,7 +185,7 @@ class Judge:
             for (i, t), s in zip(missing, scored):
                 if not isinstance(s, str):
                     extra.setdefault(i, {})[t] = s[0]
-        return [top if isinstance(top, str) else labels.option_probs(top, fa, fb, extra.get(i))
+        return [top if isinstance(top, str) else soft_labels.option_probs(top, fa, fb, extra.get(i))
                 for i, top in enumerate(tops)]
 
     def _with_rationales(self, prompts, owner, comparisons):

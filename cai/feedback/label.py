@@ -19,8 +19,8 @@ from cai.data.store import RecordLog, RunDir, content_digest
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.judge import Comparison, Judge
-from cai.feedback.labels import Preference
-from cai.feedback.sample import _raise_partial, sample_core, sample_tables
+from cai.feedback.sample import raise_partial, sample_core, sample_tables
+from cai.feedback.soft_labels import Preference
 from cai.stage import Progress, engine_from_args, print_summary, provenance
 
 PAIR_COLUMNS = ("prompt", "response_a", "response_b")
@@ -213,7 +213,7 @@ def _label(judge, run, pairs, out, c, cfg) -> dict[str, Any]:
     write_dataset(out, {"prefs": rows}, manifest, title="cai label: AI preference labels",
                   body=CARD.format(judge=engine.model_id, constitution=c.name, mode=cfg.mode, clamp=cfg.clamp))
     _summary("label", stats, out, manifest)
-    _raise_partial(stats["errors"], len(pairs), out)
+    raise_partial(stats["errors"], len(pairs), out)
     return manifest
 
 
@@ -275,7 +275,7 @@ def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_e
                   body=CARD.format(judge=lprov["model_id"], constitution=c.name, mode=lcfg.mode,
                                    clamp=lcfg.clamp))
     _summary("rlaif", lstats, out, manifest)
-    _raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
+    raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
     return manifest
 
 

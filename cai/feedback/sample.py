@@ -101,10 +101,10 @@ def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, 
                        f"({config.pairing}); identical responses are never paired.")
     print_summary("sample", [("prompts", len(rows)), ("samples", len(samples)), ("pairs", len(pairs)),
                              ("errors", stats["errors"]), ("out", out)])
-    _raise_partial(stats["errors"], len(rows), out)
+    raise_partial(stats["errors"], len(rows), out)
     return manifest
 
 
-def _raise_partial(errors: int, total: int, out) -> None:
+def raise_partial(errors: int, total: int, out) -> None:
     if errors:
         raise PartialRunError(f"{errors} of {total} requests failed; they are recorded in {out}")

@@ -9,8 +9,8 @@ from typing import Any
 
 from cai.constitution.templates import score_range
 from cai.errors import InputError
-from cai.feedback import labels
-from cai.feedback.judge import _decoded_vocab
+from cai.feedback import soft_labels
+from cai.feedback.judge import decoded_vocab
 from cai.prompts import render_score
 
 
@@ -23,7 +23,7 @@ class ScoreTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, lo: int, hi: int) -> "ScoreTokens":
-        decoded = _decoded_vocab(tokenizer)
+        decoded = decoded_vocab(tokenizer)
         seqs, variants = {}, {}
         for s in range(lo, hi + 1):
             seqs[s] = tuple(tokenizer(str(s), add_special_tokens=False)["input_ids"])
@@ -38,12 +38,12 @@ def score_probs(top: dict[int, float], multi: dict[int, float], tokens: ScoreTok
                 ) -> dict[int, float]:
     """p(each score): one-token scores sum their spellings' probabilities (from the top-k, or scored exactly
     in `extra`); multi-token scores come from `multi` (exact sequence probabilities); prefixes then give
-    up their extensions' mass (`labels.score_distribution`)."""
+    up their extensions' mass (`soft_labels.score_distribution`)."""
     import math
     lp = {**extra, **top}
     seq_p = {s: sum(math.exp(lp[t]) for t in ids if t in lp) for s, ids in tokens.variants.items()}
     seq_p.update(multi)
-    return labels.score_distribution(seq_p, tokens.seqs)
+    return soft_labels.score_distribution(seq_p, tokens.seqs)
 
 
 def score_responses(engine, constitution, prompts: Sequence[Any], responses: Sequence[str], *, top_k: int = 20
@@ -76,6 +76,6 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
         if isinstance(top, str):
             out.append(top)
             continue
-        reward, _ = labels.expected_score(score_probs(top, multi.get(i, {}), tokens, extra.get(i, {})), lo, hi)
+        reward, _ = soft_labels.expected_score(score_probs(top, multi.get(i, {}), tokens, extra.get(i, {})), lo, hi)
         out.append(reward)
     return out

@@ -24,7 +24,7 @@ from cai.engine import make_engine
 from cai.engine.base import SamplingParams
 from cai.errors import InputError
 from cai.feedback.score import score_responses
-from cai.train import common, data, losses
+from cai.train import batching, common, data, forward, losses
 from cai.train.config import config_error
 from cai.train.rm import load_reward_model
 
@@ -193,7 +193,7 @@ class RMReward:
 
     def __init__(self, path: Path, dtype: str, normalize: bool, batch_size: int, device):
         self.tok = common.load_tokenizer(path)
-        self.model = common.LastTokenReward(load_reward_model(path, dtype, self.tok.pad_token_id)).to(device).eval()
+        self.model = forward.LastTokenReward(load_reward_model(path, dtype, self.tok.pad_token_id)).to(device).eval()
         self.model.requires_grad_(False)
         self.gain, self.bias = 1.0, 0.0
         norm = path / "reward_normalization.json"
@@ -210,12 +210,12 @@ class RMReward:
         seqs = []
         for p, r in zip(prompts, responses):
             msgs = as_messages(p) + [{"role": "assistant", "content": r}]
-            seqs.append(data._chat_ids(self.tok, msgs))
+            seqs.append(data.chat_ids(self.tok, msgs))
         raw = []
         for lo in range(0, len(seqs), self.batch_size):
             chunk = seqs[lo:lo + self.batch_size]
-            ids = data.pad_right(chunk, self.tok.pad_token_id).to(self.device)
-            m = data.pad_right([[1] * len(s) for s in chunk], 0).to(self.device)
+            ids = batching.pad_right(chunk, self.tok.pad_token_id).to(self.device)
+            m = batching.pad_right([[1] * len(s) for s in chunk], 0).to(self.device)
             raw += self.model(ids, m).tolist()
         return raw, [self.gain * x + self.bias for x in raw]
 
