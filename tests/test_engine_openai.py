@@ -106,7 +106,7 @@ def test_dead_base_url_is_retried_elsewhere(tiny_model):
     with _engine(tiny_model, [dead], max_retries=1) as engine:
         [r] = engine.generate(["p"], SamplingParams(max_tokens=4))
         [s] = engine.score_continuations([[1, 2]], [[3]])
-    assert "ConnectError" in r.error and "ConnectError" in s
+    assert "ConnectError" in r.error and "ConnectError" in s.error
 
 
 # ---- a real `vllm serve` (these run last: the server boots during the tests above) ----
@@ -249,16 +249,16 @@ def test_continuous_feed_with_n_and_seed(served, reference):
 
 
 def test_top_logprobs_match_transformers(served, reference):
-    tops = served.top_logprobs([r["prompt"] for r in reference], k=5)
+    tops = [r.value for r in served.top_logprobs([r["prompt"] for r in reference], k=5)]
     for ref, top in zip(reference, tops):
         assert set(top) == set(ref["top"])
         assert max(abs(top[t] - ref["top"][t]) for t in top) < TOL
-    assert "HTTP 400" in served.top_logprobs([reference[0]["prompt"]], k=50)[0]  # over --max-logprobs
+    assert "HTTP 400" in served.top_logprobs([reference[0]["prompt"]], k=50)[0].error  # over --max-logprobs
 
 
 def test_score_continuations_match_transformers(served, reference):
     scores = served.score_continuations([r["prompt"] for r in reference] + [[1] * 1100],
                                         [r["gen"] for r in reference] + [[2]])
     for ref, s in zip(reference, scores):
-        assert max(abs(x - y) for x, y in zip(s, ref["gen_lp"])) < TOL
-    assert isinstance(scores[-1], str) and "HTTP 400" in scores[-1]  # longer than max_model_len: its row only
+        assert max(abs(x - y) for x, y in zip(s.value, ref["gen_lp"])) < TOL
+    assert scores[-1].value is None and "HTTP 400" in scores[-1].error  # longer than max_model_len: its row only

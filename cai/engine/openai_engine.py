@@ -25,11 +25,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cai.engine.base import Completion, Engine, Message, Result, SamplingParams
+from cai.engine.base import Completion, Engine, Message, Result, SamplingParams, Scored
 from cai.engine.openai_wire import (
     TOKEN_ID_PREFIX,
     RequestFailed,
-    as_error_str,
+    as_scored,
     chat_logprobs,
     completion_logprobs,
     describe_error,
@@ -137,17 +137,17 @@ class OpenAIEngine(Engine):
                              for c, sp in zip(conversations, plist)])
 
     # ---- scoring ---------------------------------------------------------------------------------
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
         async def one(prompt):
             body = {**self._prompt_body(prompt), "max_tokens": 1, "temperature": 0, "logprobs": k}
             if self.vllm_extensions:
                 body["return_tokens_as_token_ids"] = True
             choice = (await self._post("/completions", body))["choices"][0]
             return {self._token_id(t): float(lp) for t, lp in choice["logprobs"]["top_logprobs"][0].items()}
-        return self._gather([lambda p=p: as_error_str(one(p)) for p in prompts])
+        return self._gather([lambda p=p: as_scored(one(p)) for p in prompts])
 
     def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
-                            ) -> list[list[float] | str]:
+                            ) -> list[Scored[list[float]]]:
         async def one(prompt, cont):
             cont = list(cont)
             ids = self.encode(prompt)
@@ -169,7 +169,7 @@ class OpenAIEngine(Engine):
                     [self._token_id(t) for t in tokens] != cont:
                 raise RequestFailed("server re-tokenized the echoed prompt; continuation tokens do not line up")
             return [float(v) for v in values]
-        return self._gather([lambda p=p, c=c: as_error_str(one(p, c)) for p, c in zip(prompts, continuations)])
+        return self._gather([lambda p=p, c=c: as_scored(one(p, c)) for p, c in zip(prompts, continuations)])
 
     # ---- text <-> tokens -------------------------------------------------------------------------
     def format_chat(self, messages: list[Message], *, continue_final_message: bool = False) -> list[int]:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from cai.engine.base import SamplingParams
+from cai.engine.base import SamplingParams, Scored
 from cai.models import model_hash, resolve_model
 
 TOKEN_ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids` spelling of a token
@@ -110,9 +110,9 @@ def describe_error(e: Exception) -> str:
     return str(e) if isinstance(e, RequestFailed) else f"{type(e).__name__}: {e}"
 
 
-async def as_error_str(coro: Awaitable):
-    """Scoring rows report failure as a string, like the other backends."""
+async def as_scored(coro: Awaitable) -> Scored:
+    """A scoring row's value, or its failure as the row's error (a failed row, not a failed batch)."""
     try:
-        return await coro
+        return Scored(await coro)
     except Exception as e:  # noqa: BLE001 - a failed row, not a failed batch
-        return describe_error(e)
+        return Scored(error=describe_error(e))

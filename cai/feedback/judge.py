@@ -13,6 +13,7 @@ from typing import Any
 from cai.constitution import PrincipleSampler
 from cai.constitution.templates import option_letters
 from cai.engine import SamplingParams
+from cai.engine.base import Scored
 from cai.errors import InputError
 from cai.feedback import soft_labels
 from cai.feedback.config import LabelConfig
@@ -150,10 +151,11 @@ class Judge:
         n_orders = 2 if self.cfg.both_orders else 1
         for i, items in per.items():
             cmp = comparisons[i]
-            bad = next((pr for pr, _ in items if isinstance(pr, str)), None)
+            bad = next((pr.error for pr, _ in items if not pr.ok), None)
             if cmp.error or bad is not None:
                 cmp.error = cmp.error or bad
                 continue
+            items = [(pr.value, rat) for pr, rat in items]
             clampf = (lambda p: soft_labels.clamp(p, *self.cfg.clamp)) if (self.cfg.mode == "cot" and self.cfg.clamp) \
                 else (lambda p: p)
             ab = [clampf(pr.p_first) for pr, _ in items[0::n_orders]]
@@ -166,8 +168,8 @@ class Judge:
             cmp.floored = any(pr.floored for pr, _ in items)
         return comparisons
 
-    def option_probs(self, prompts: list[list[int]]) -> list[soft_labels.OptionProbs | str]:
-        """Next-token option probabilities of each prompt (str on an engine error). A letter with no
+    def option_probs(self, prompts: list[list[int]]) -> list[Scored[soft_labels.OptionProbs]]:
+        """Next-token option probabilities of each prompt (or the engine's error). A letter with no
         variant in the top-k is scored exactly, in one second batch, for its canonical token."""
         if not prompts:
             return []
@@ -175,17 +177,17 @@ class Judge:
         fa, fb = self.options.variants
         missing = []  # (prompt index, canonical token id)
         for i, top in enumerate(tops):
-            if isinstance(top, dict):
+            if top.ok:
                 for ids, canon in zip((fa, fb), self.options.canonical):
-                    if not any(t in top for t in ids):
+                    if not any(t in top.value for t in ids):
                         missing.append((i, canon))
         extra: dict[int, dict[int, float]] = {}
         if missing:
             scored = self.engine.score_continuations([prompts[i] for i, _ in missing], [[t] for _, t in missing])
             for (i, t), s in zip(missing, scored):
-                if not isinstance(s, str):
-                    extra.setdefault(i, {})[t] = s[0]
-        return [top if isinstance(top, str) else soft_labels.option_probs(top, fa, fb, extra.get(i))
+                if s.ok:
+                    extra.setdefault(i, {})[t] = s.value[0]
+        return [Scored(soft_labels.option_probs(top.value, fa, fb, extra.get(i))) if top.ok else top
                 for i, top in enumerate(tops)]
 
     def _with_rationales(self, prompts, owner, comparisons):

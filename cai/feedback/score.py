@@ -3,6 +3,7 @@ probability-weighted mean score, rescaled to [-1, 1]. PPO can call `score_respon
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,6 @@ def score_probs(top: dict[int, float], multi: dict[int, float], tokens: ScoreTok
     """p(each score): one-token scores sum their spellings' probabilities (from the top-k, or scored exactly
     in `extra`); multi-token scores come from `multi` (exact sequence probabilities); prefixes then give
     up their extensions' mass (`soft_labels.score_distribution`)."""
-    import math
     lp = {**extra, **top}
     seq_p = {s: sum(math.exp(lp[t]) for t in ids if t in lp) for s, ids in tokens.variants.items()}
     seq_p.update(multi)
@@ -51,7 +51,6 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
     """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch. A row whose request
     failed (an engine error, or a rating prompt longer than the judge's context) holds the error message
     (a str, as the engines report it) instead of a reward, never a silent None."""
-    import math
 
     lo, hi = score_range(constitution)
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, lo, hi)
@@ -59,23 +58,24 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
            for p, r in zip(prompts, responses)]
     tops = engine.top_logprobs(ids, k=top_k)
     # Exact scores for what the top-k cannot give: multi-token scores, and one-token scores it missed.
-    asks = [(i, s, list(tokens.seqs[s])) for i, top in enumerate(tops) if isinstance(top, dict)
-            for s in tokens.seqs if len(tokens.seqs[s]) > 1 or tokens.seqs[s][0] not in top]
+    asks = [(i, s, list(tokens.seqs[s])) for i, top in enumerate(tops) if top.ok
+            for s in tokens.seqs if len(tokens.seqs[s]) > 1 or tokens.seqs[s][0] not in top.value]
     scored = engine.score_continuations([ids[i] for i, _, _ in asks], [t for _, _, t in asks]) if asks else []
     multi: dict[int, dict[int, float]] = {}
     extra: dict[int, dict[int, float]] = {}
     for (i, s, t), v in zip(asks, scored):
-        if isinstance(v, str):
+        if not v.ok:
             continue
         if len(t) > 1:
-            multi.setdefault(i, {})[s] = math.exp(sum(v))
+            multi.setdefault(i, {})[s] = math.exp(sum(v.value))
         else:
-            extra.setdefault(i, {})[t[0]] = v[0]
+            extra.setdefault(i, {})[t[0]] = v.value[0]
     out: list[float | str] = []
     for i, top in enumerate(tops):
-        if isinstance(top, str):
-            out.append(top)
+        if not top.ok:
+            out.append(top.error)
             continue
-        reward, _ = soft_labels.expected_score(score_probs(top, multi.get(i, {}), tokens, extra.get(i, {})), lo, hi)
+        reward, _ = soft_labels.expected_score(score_probs(top.value, multi.get(i, {}), tokens, extra.get(i, {})),
+                                               lo, hi)
         out.append(reward)
     return out
