@@ -13,8 +13,17 @@ from cai.data.layout import write_dataset
 from cai.data.sources import DEFAULT_PROMPTS, as_messages, load_prompts
 from cai.data.store import RunDir, content_digest
 from cai.engine import SamplingParams
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError, PartialRunError
-from cai.stage import add_engine_args, answer_prompts, engine_from_args, print_summary, provenance
+from cai.stage import (
+    add_engine_args,
+    answer_prompts,
+    as_engine,
+    engine_config_from_args,
+    print_summary,
+    provenance,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,17 +59,18 @@ def _cmd(args) -> int:
     check_sampling_flags(args)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
-             system=args.system, limit=args.limit, overwrite=args.overwrite, engine_args=args)
+             system=args.system, limit=args.limit, overwrite=args.overwrite,
+             engine=engine_config_from_args(args))
     return 0
 
 
 def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
-             limit: int | None = None, overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
+             limit: int | None = None, overwrite: bool = False, engine: Engine | EngineConfig) -> dict[str, Any]:
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = engine or engine_from_args(engine_args, seed=seed)
+        engine = as_engine(engine, seed=seed, out=out, inputs=[prompts])
         # keyed by content (ids and prompt texts), not by the file's path: an edited prompt is a new run
         run.start({"stage": "generate", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,

@@ -10,7 +10,7 @@ from cai.critique.run import critique, plan
 from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.base import SamplingParams
 from cai.errors import InputError
-from cai.stage import add_engine_args
+from cai.stage import add_engine_args, engine_config_from_args
 
 DEFAULT_CONFIG = CritiqueConfig()
 
@@ -76,7 +76,7 @@ def _cmd(args) -> int:
         os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     cfg = config_from_args(args)
     common = {"prompts": args.prompts, "out": args.out, "constitution": args.constitution, "config": cfg,
-              "column": args.column, "limit": args.limit, "engine_args": args}
+              "column": args.column, "limit": args.limit, "engine": engine_config_from_args(args)}
     if args.dry_run:
         p = plan(**common)
         print(f"{p['regenerate']} of {p['conversations']} conversations would be regenerated "

@@ -24,27 +24,29 @@ from cai.critique.conversation import Conversation, final_round, new_conversatio
 from cai.data.layout import write_dataset
 from cai.data.sources import load_prompts
 from cai.data.store import RecordLog, RequestCache, RunDir, default_cache_path, fingerprint
+from cai.engine.base import Engine
 from cai.engine.cached import CachedEngine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError, PartialRunError
 from cai.models import model_hash, resolve_model
-from cai.stage import Progress, engine_from_args, print_summary, provenance
+from cai.stage import Progress, as_engine, print_summary, provenance
 
 
 def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
              config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None,
-             overwrite: bool = False, engine=None, cache: str | Path | None = None, engine_args=None,
+             overwrite: bool = False, engine: Engine | EngineConfig, cache: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Run SL-CAI critique -> revision over `prompts` and write DIR/{sft,prefs,trace}. Returns the manifest.
 
-    `engine` is any `Engine` (wrapped in a `CachedEngine` over `cache` unless it is one already); without
-    it, `engine_args` (the CLI's parsed flags) describe one. Raises `PartialRunError` (exit 3) when some
+    `engine` is any `Engine` (wrapped in a `CachedEngine` over `cache` unless it is one already), or the
+    `EngineConfig` of one to open. Raises `PartialRunError` (exit 3) when some
     conversations failed: they are recorded in `trace` and left out of `sft` and `prefs`.
     """
 
     # 1. inputs
     cfg = config or CritiqueConfig()
     c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
-    engine = open_engine(engine, cache, engine_args, cfg.seed)
+    engine = _open(engine, cache, cfg.seed, out=out, prompts=prompts)
 
     # 2. run directory: a crash loses at most the conversations in flight
     run = RunDir(out, run_config(c, rows, engine, cfg), overwrite=overwrite)
@@ -137,13 +139,13 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
 
 
 def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
-         config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None, engine=None,
-         cache: str | Path | None = None, engine_args=None) -> dict[str, Any]:
+         config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None,
+         engine: Engine | EngineConfig, cache: str | Path | None = None) -> dict[str, Any]:
     """What a run would do, from the run directory and the request cache alone (generates nothing):
     how many conversations it would regenerate, from which round, and how many requests that takes."""
     cfg = config or CritiqueConfig()
     c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
-    engine = open_engine(engine, cache, engine_args, cfg.seed, tokenizer_only=True)
+    engine = _open(engine, cache, cfg.seed, tokenizer_only=True)
     run_file = Path(out) / ".cai" / "run.json"
     same = run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") == fingerprint(
         run_config(c, rows, engine, cfg))
@@ -194,15 +196,16 @@ def run_config(c, rows, engine, cfg: CritiqueConfig) -> dict[str, Any]:
             "model_hash": engine.model_hash, "constitution_hash": c.hash, **cfg.to_dict()}
 
 
-def open_engine(engine, cache, engine_args, seed: int, *, tokenizer_only: bool = False):
+def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bool = False, out=None, prompts=None):
     if isinstance(engine, CachedEngine):
         return engine
-    if engine is not None:
+    if not isinstance(engine, EngineConfig):
         return CachedEngine(engine, RequestCache(cache) if cache else None)
-    if tokenizer_only and engine_args.engine != "openai":
-        return CachedEngine(_TokenizerOnly(engine_args.model, engine_args.max_model_len),
-                            None if engine_args.no_cache else RequestCache(engine_args.cache or default_cache_path()))
-    return engine_from_args(engine_args, seed=seed)
+    if tokenizer_only and engine.backend != "openai":
+        return CachedEngine(_TokenizerOnly(engine.model, engine.max_model_len),
+                            None if engine.no_cache else RequestCache(engine.cache or default_cache_path()))
+    return as_engine(engine, seed=seed, out=str(out) if out else None,
+                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [])
 
 
 class _TokenizerOnly:

@@ -13,7 +13,7 @@ from cai.evaluate.config import DEFAULT_BENIGN, DEFAULT_HARMFUL, ValuesConfig
 from cai.evaluate.values import eval_values
 from cai.feedback.cli import add_label_flags, label_config_from_args
 from cai.feedback.evaluate import eval_judge
-from cai.stage import add_engine_args, parse_engine_args
+from cai.stage import add_engine_args, engine_config_from_args, parse_engine_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def _register_judge(esub) -> None:
 
 def _cmd_judge(args) -> int:
     eval_judge(data=args.data, constitution=args.constitution, config=label_config_from_args(args, args.seed),
-               out=args.out, engine_args=args)
+               out=args.out, engine=engine_config_from_args(args))
     return 0
 
 

@@ -9,7 +9,7 @@ from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.label import label, rlaif
 from cai.feedback.sample import sample
 from cai.generate import check_sampling_flags
-from cai.stage import add_engine_args
+from cai.stage import add_engine_args, engine_config_from_args
 
 DEFAULT_CONSTITUTION = "harmless"
 
@@ -112,22 +112,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sample(args) -> int:
     sample(prompts=_prompts(args), out=args.out, config=_sample_config(args), column=args.column, limit=args.limit,
-           overwrite=args.overwrite, engine_args=args)
+           overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
 
 
 def _cmd_label(args) -> int:
     label(data=args.data, out=args.out, constitution=args.constitution, config=label_config_from_args(args, args.seed),
-          overwrite=args.overwrite, engine_args=args)
+          overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
 
 
 def _cmd_rlaif(args) -> int:
-    import copy
-
-    judge_args = copy.copy(args)
-    judge_args.model = args.judge or args.model
+    policy = engine_config_from_args(args)
     rlaif(prompts=_prompts(args), out=args.out, constitution=args.constitution,
           sample_config=_sample_config(args), label_config=label_config_from_args(args, args.seed), column=args.column,
-          limit=args.limit, overwrite=args.overwrite, policy_args=args, judge_args=judge_args)
+          limit=args.limit, overwrite=args.overwrite, policy=policy,
+          judge=policy.replace(model=args.judge or args.model))
     return 0

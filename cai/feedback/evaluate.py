@@ -13,12 +13,14 @@ from typing import Any
 
 from cai.constitution import load_constitution
 from cai.data.sources import read_rows
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.label import check_prompt, skip_reason
 from cai.feedback.soft_labels import Preference
-from cai.stage import engine_from_args, print_summary
+from cai.stage import as_engine, print_summary
 
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -73,13 +75,13 @@ def calibration(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], floa
 
 
 def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = None, out: str | None = None,
-               engine=None, engine_args=None) -> dict[str, Any]:
+               engine: Engine | EngineConfig) -> dict[str, Any]:
     """Python API of `cai eval judge`; returns the report (also written to `out` when given)."""
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)
     rows = read_labelled(data)
-    engine = engine or engine_from_args(engine_args, seed=cfg.seed)
+    engine = as_engine(engine, seed=cfg.seed)  # `out` is a report file, not a run directory
     judge = Judge(engine, c, cfg)
     skipped = [r["id"] for r in rows if skip_reason(r)]
     cmps = judge.judge([Comparison(key=r["id"], prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"])

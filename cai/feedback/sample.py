@@ -15,9 +15,11 @@ from cai.data.layout import write_dataset
 from cai.data.sources import load_prompts
 from cai.data.store import RunDir, content_digest
 from cai.engine import SamplingParams
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
 from cai.errors import PartialRunError
 from cai.feedback.config import SampleConfig
-from cai.stage import answer_prompts, engine_from_args, print_summary, provenance
+from cai.stage import answer_prompts, as_engine, print_summary, provenance
 
 
 def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int, rng_key: str
@@ -72,13 +74,13 @@ def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[
 
 
 def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "prompt", limit: int | None = None,
-           overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
+           overwrite: bool = False, engine: Engine | EngineConfig) -> dict[str, Any]:
     """Python API of `cai sample`; returns the manifest."""
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = engine or engine_from_args(engine_args, seed=config.seed)
+        engine = as_engine(engine, seed=config.seed, out=out, inputs=[prompts])
         run.start({"stage": "sample", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
                    "config": config.to_dict()})
