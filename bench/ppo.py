@@ -82,7 +82,7 @@ def _cai_config(args, tmp: Path, algorithm: str, prompts: Path, rm: Path | None)
 
 
 def worker_cai(args, tmp: Path, algorithm: str) -> dict:
-    from cai.train.common import read_metrics
+    from cai.train.metrics import read_metrics
     from cai.train.ppo import train
     prompts = tmp / "prompts.jsonl"
     rm = make_random_rm(args.model_path, tmp / "rm") if algorithm == "ppo" else None
@@ -98,12 +98,12 @@ def worker_hf_rollout(args, tmp: Path) -> dict:
     """The PPO run's rollout call on the transformers engine: same prompts, seeds, temperature and length."""
     from cai.engine.hf_engine import HFEngine
     from cai.train import common, rollout
-    from cai.train.ppo import _eos_ids
+    from cai.train.ppo import eos_token_ids
     cfg = _cai_config(args, tmp, "ppo", tmp / "prompts.jsonl", None)
     tok = common.load_tokenizer(Path(args.model_path))
     prompts, ids, _ = rollout.load_prompt_rows(cfg.data, tok)
     engine = HFEngine(args.model_path, dtype="float32", max_model_len=cfg.rollout.max_model_len)
-    eos = _eos_ids(tok, Path(args.model_path))
+    eos = eos_token_ids(tok, Path(args.model_path))
     times, tokens = [], []
     for it in range(args.iterations):
         index = list(range(len(prompts)))[: cfg.run.batch_size]

@@ -28,7 +28,7 @@ N_PAIRS, BATCH = 64, 8
 
 def make_pairs(out: Path, seed: int = 0) -> Path:
     """64 pairs with varied lengths (~100-250 tokens per sequence, like the issue's 2.4k tokens / 8 pairs)."""
-    from cai.train.fixtures import BAD, GOOD, TOPICS, _write
+    from cai.testing.datasets import BAD, GOOD, TOPICS, write_dataset_dir
     rng = random.Random(seed)
     rows = []
     for i in range(N_PAIRS):
@@ -38,7 +38,7 @@ def make_pairs(out: Path, seed: int = 0) -> Path:
         bad = " ".join(rng.choice(BAD).format(t=t, T=t.capitalize()) for _ in range(rng.randint(1, 6)))
         rows.append({"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": good}],
                      "rejected": [{"role": "assistant", "content": bad}], "p_chosen": 1.0})
-    return _write(out, "prefs", rows, {"bench": True})
+    return write_dataset_dir(out, "prefs", rows, {"bench": True})
 
 
 def _rows(data: Path) -> list[dict]:
@@ -96,7 +96,7 @@ def worker_trl(kind: str, model: str, data: Path, steps: int, max_length: int, t
 def worker_cai(kind: str, model: str, data: Path, steps: int, max_length: int, tmp: Path, gc: bool,
                micro: int) -> dict:
     from cai.train import DataConfig, DPOConfig, RMConfig, RunConfig
-    from cai.train.common import read_metrics
+    from cai.train.metrics import read_metrics
     run = RunConfig(output_dir=str(tmp / f"cai-{kind}"), batch_size=BATCH, micro_batch_size=micro, max_steps=steps,
                     save_every=0, progress=False, gradient_checkpointing=gc)
     d = DataConfig(path=str(data), eval_fraction=0.0, max_length=max_length)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from cai import __version__
 from cai.errors import CaiError
 
 # Modules that provide `register(subparsers)`. Registration must stay import-light (no torch):
@@ -33,7 +34,6 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cai", description="Constitutional AI and RLAIF: constitutions, critique and "
                      "revision, AI feedback, and training stages.")
-    from cai import __version__
     parser.add_argument("--version", action="version", version=f"cai {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:

@@ -9,13 +9,24 @@ import argparse
 import time
 from typing import Any
 
-from cai.resources import shipped_dir
-
-DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
+from cai.data.layout import write_dataset
+from cai.data.sources import DEFAULT_PROMPTS, as_messages, load_prompts
+from cai.data.store import RunDir, content_digest
+from cai.engine import SamplingParams
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
+from cai.errors import InputError, PartialRunError
+from cai.stage import (
+    add_engine_args,
+    answer_prompts,
+    as_engine,
+    engine_config_from_args,
+    print_summary,
+    provenance,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.stage import add_engine_args
     p = sub.add_parser("generate", help="answer prompts with a model; writes the `responses` config")
     p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="JSONL/CSV/Parquet file, dataset dir or hub id")
     p.add_argument("--column", default="prompt", help="prompt column (default: prompt)")
@@ -34,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_sampling_flags(args) -> None:
     """Sampling flags are user input: a bad value is a one-line error naming the flag (exit 2)."""
-    from cai.errors import InputError
     checks = [("--n", getattr(args, "n", 1) >= 1, "must be >= 1"),
               ("--temperature", args.temperature >= 0, "must be >= 0"),
               ("--top-p", 0 < args.top_p <= 1, "must be in (0, 1]"),
@@ -46,24 +56,21 @@ def check_sampling_flags(args) -> None:
 
 
 def _cmd(args) -> int:
-    from cai.engine import SamplingParams
     check_sampling_flags(args)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
-             system=args.system, limit=args.limit, overwrite=args.overwrite, engine_args=args)
+             system=args.system, limit=args.limit, overwrite=args.overwrite,
+             engine=engine_config_from_args(args))
     return 0
 
 
 def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
-             limit: int | None = None, overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
-    from cai.stage import engine_from_args
+             limit: int | None = None, overwrite: bool = False, engine: Engine | EngineConfig) -> dict[str, Any]:
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = engine or engine_from_args(engine_args, seed=seed)
+        engine = as_engine(engine, seed=seed, out=out, inputs=[prompts])
         # keyed by content (ids and prompt texts), not by the file's path: an edited prompt is a new run
         run.start({"stage": "generate", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
@@ -74,9 +81,6 @@ def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: in
 
 
 def _generate(engine, run, rows, prompts, out, params, seed, system) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.data.sources import as_messages
-    from cai.stage import answer_prompts, print_summary, provenance
 
     t0 = time.perf_counter()
     done = answer_prompts(engine, run, rows, params, seed=seed, system=system, log_name="responses",
@@ -101,7 +105,6 @@ def _generate(engine, run, rows, prompts, out, params, seed, system) -> dict[str
     print_summary("generate", [("rows", len(table)), ("errors", errors), ("tokens", engine.generated_tokens),
                                ("seconds", manifest["seconds"]), ("out", out)])
     if errors:
-        from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {len(table)} requests failed; they are recorded in {out}")
     return manifest
 

@@ -94,7 +94,7 @@ def ensure_alias(name: str) -> Path:
     if (out / _MARKER).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(out.parent / f".{name}.lock"):
+    with file_lock(out.parent / f".{name}.lock"):
         if (out / _MARKER).is_file():  # another process finished while we waited
             return out
         if out.exists():  # leftover from a crash before the marker: never load it
@@ -111,7 +111,7 @@ def ensure_alias(name: str) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

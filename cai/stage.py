@@ -11,6 +11,12 @@ import time
 from typing import Any
 
 from cai import __version__
+from cai.data.sources import as_messages
+from cai.data.store import RequestCache, check_output_dir, default_cache_path
+from cai.engine import make_engine
+from cai.engine.base import Engine
+from cai.engine.cached import CachedEngine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError
 
 
@@ -43,24 +49,41 @@ def parse_engine_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def engine_from_args(args, *, seed: int = 0):
-    """Open the engine the flags describe, behind the request cache."""
-    from cai.data.store import RequestCache, check_output_dir, default_cache_path
-    from cai.engine import make_engine
-    from cai.engine.cached import CachedEngine
+def engine_config_from_args(args) -> EngineConfig:
+    """The `EngineConfig` the engine flags (`add_engine_args`) describe; the one place flags become one."""
+    if args.engine == "openai" and not args.base_url:
+        raise InputError("the openai engine needs --base-url", field="--base-url")
+    return EngineConfig(model=args.model, backend=args.engine or "", dtype=args.dtype,
+                        max_model_len=args.max_model_len, base_urls=tuple(args.base_url or ()),
+                        cache=args.cache or "", no_cache=args.no_cache,
+                        engine_args=parse_engine_args(args.engine_arg))
 
-    if getattr(args, "out", None) and not getattr(args, "eval_command", None):  # eval's --out is a report file
-        check_output_dir(args.out, [getattr(args, k, None) for k in ("prompts", "data")])  # before the model loads
-    kw = parse_engine_args(args.engine_arg)
-    if args.engine == "openai":
-        if not args.base_url:
-            raise InputError("the openai engine needs --base-url", field="--base-url")
-        kw["base_urls"] = args.base_url
+
+def open_engine(cfg: EngineConfig, *, seed: int = 0) -> CachedEngine:
+    """Open the engine `cfg` describes, behind the request cache."""
+    kw = dict(cfg.engine_args)
+    if cfg.backend == "openai":
+        kw["base_urls"] = list(cfg.base_urls)
     else:
-        kw.update(max_model_len=args.max_model_len, dtype=args.dtype, seed=seed)
-    engine = make_engine(args.engine, args.model, **kw)
-    cache = None if args.no_cache else RequestCache(args.cache or default_cache_path())
+        kw.update(max_model_len=cfg.max_model_len, dtype=cfg.dtype, seed=seed)
+    engine = make_engine(cfg.backend or None, cfg.model, **kw)
+    cache = None if cfg.no_cache else RequestCache(cfg.cache or default_cache_path())
     return CachedEngine(engine, cache)
+
+
+def as_engine(engine: Engine | EngineConfig, *, seed: int = 0, out: str | None = None, inputs=()) -> Engine:
+    """An `Engine` as it is, or the one an `EngineConfig` describes, opened once `out` is known to be a
+    directory the stage may write (checked before the model loads: a mistake costs no model load)."""
+    if not isinstance(engine, EngineConfig):
+        return engine
+    if out:
+        check_output_dir(out, list(inputs))
+    return open_engine(engine, seed=seed)
+
+
+def engine_from_args(args, *, seed: int = 0) -> CachedEngine:
+    """Open the engine the flags describe (CLI commands that have no stage function: calibration)."""
+    return open_engine(engine_config_from_args(args), seed=seed)
 
 
 def request_seed(seed: int, key: str) -> int:
@@ -119,7 +142,6 @@ def answer_prompts(engine, run, rows: list[dict[str, Any]], params, *, seed: int
     """Answer every prompt not yet finished in the run's record log, as one continuous batch (n samples
     each, per-prompt seeds); return all records `{id: {prompt, responses, finish_reasons, tokens, error}}`.
     Prompts whose request failed are retried on a rerun."""
-    from cai.data.sources import as_messages
 
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}

@@ -105,3 +105,11 @@ def locate(marks: Marks, path: tuple) -> tuple[int | None, int | None]:
             return marks[path]
         path = path[:-1]
     return marks.get((), (None, None))
+
+
+def display(p: Path) -> str:
+    """`p` relative to the working directory when it is below it (shorter error messages), else as given."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)

@@ -16,7 +16,8 @@ import pytest
 from _flaky_server import CANNED_TEXT, FlakyServer, InFlight
 
 from cai.engine.base import SamplingParams, format_chat
-from cai.engine.openai_engine import OpenAIEngine, _retry_after
+from cai.engine.openai_engine import OpenAIEngine
+from cai.engine.openai_wire import retry_after
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -64,7 +65,7 @@ def test_timeouts_exhausted_become_an_error(tiny_model):
     assert "ReadTimeout" in r.error and "2 attempts" in r.error
 
 
-def test_honours_retry_after(tiny_model):
+def test_honoursretry_after(tiny_model):
     # Backoff alone would wait 5 s, 10 s, ...; Retry-After: 0 means retry now.
     with FlakyServer(retry_after="0") as srv, _engine(tiny_model, srv.url, backoff=5.0) as engine:
         t0 = time.time()
@@ -91,10 +92,10 @@ def test_concurrency_bounded_and_spread_over_base_urls(tiny_model):
 
 
 def test_retry_after_header_forms():
-    assert _retry_after("2") == 2.0 and _retry_after("-1") == 0.0 and _retry_after(None) is None
-    assert _retry_after("soon") is None and _retry_after("99999") == 300.0  # capped
+    assert retry_after("2") == 2.0 and retry_after("-1") == 0.0 and retry_after(None) is None
+    assert retry_after("soon") is None and retry_after("99999") == 300.0  # capped
     in_3s = email.utils.formatdate(time.time() + 3, usegmt=True)  # an HTTP date
-    assert 1.5 < _retry_after(in_3s) <= 3.0
+    assert 1.5 < retry_after(in_3s) <= 3.0
 
 
 def test_dead_base_url_is_retried_elsewhere(tiny_model):
@@ -105,7 +106,7 @@ def test_dead_base_url_is_retried_elsewhere(tiny_model):
     with _engine(tiny_model, [dead], max_retries=1) as engine:
         [r] = engine.generate(["p"], SamplingParams(max_tokens=4))
         [s] = engine.score_continuations([[1, 2]], [[3]])
-    assert "ConnectError" in r.error and "ConnectError" in s
+    assert "ConnectError" in r.error and "ConnectError" in s.error
 
 
 # ---- a real `vllm serve` (these run last: the server boots during the tests above) ----
@@ -248,16 +249,16 @@ def test_continuous_feed_with_n_and_seed(served, reference):
 
 
 def test_top_logprobs_match_transformers(served, reference):
-    tops = served.top_logprobs([r["prompt"] for r in reference], k=5)
+    tops = [r.value for r in served.top_logprobs([r["prompt"] for r in reference], k=5)]
     for ref, top in zip(reference, tops):
         assert set(top) == set(ref["top"])
         assert max(abs(top[t] - ref["top"][t]) for t in top) < TOL
-    assert "HTTP 400" in served.top_logprobs([reference[0]["prompt"]], k=50)[0]  # over --max-logprobs
+    assert "HTTP 400" in served.top_logprobs([reference[0]["prompt"]], k=50)[0].error  # over --max-logprobs
 
 
 def test_score_continuations_match_transformers(served, reference):
     scores = served.score_continuations([r["prompt"] for r in reference] + [[1] * 1100],
                                         [r["gen"] for r in reference] + [[2]])
     for ref, s in zip(reference, scores):
-        assert max(abs(x - y) for x, y in zip(s, ref["gen_lp"])) < TOL
-    assert isinstance(scores[-1], str) and "HTTP 400" in scores[-1]  # longer than max_model_len: its row only
+        assert max(abs(x - y) for x, y in zip(s.value, ref["gen_lp"])) < TOL
+    assert scores[-1].value is None and "HTTP 400" in scores[-1].error  # longer than max_model_len: its row only

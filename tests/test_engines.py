@@ -28,7 +28,7 @@ def test_vllm_and_hf_agree_on_tiny_model(vllm_engine, hf_engine):
     hf_scores = hf_engine.score_continuations([hf_engine.format_chat(c) for c in CONVS],
                                               [r.outputs[0].token_ids for r in v])
     for r, s in zip(v, hf_scores):
-        assert max(abs(x - y) for x, y in zip(r.outputs[0].logprobs, s)) < 1e-2
+        assert max(abs(x - y) for x, y in zip(r.outputs[0].logprobs, s.value)) < 1e-2
 
 
 def test_seeded_sampling_is_per_request(vllm_engine, hf_engine):
@@ -55,10 +55,10 @@ def test_n_samples_and_stop_strings(vllm_engine, hf_engine):
 def test_top_logprobs_match_scoring(vllm_engine, hf_engine):
     prompts = [vllm_engine.format_chat(c) for c in CONVS[:3]]
     for engine in (vllm_engine, hf_engine):
-        tops = engine.top_logprobs(prompts, k=5)
+        tops = [r.value for r in engine.top_logprobs(prompts, k=5)]
         assert all(isinstance(t, dict) and len(t) >= 5 for t in tops)
         best = [max(t, key=t.get) for t in tops]
-        scored = engine.score_continuations(prompts, [[b] for b in best])
+        scored = [r.value for r in engine.score_continuations(prompts, [[b] for b in best])]
         for t, b, s in zip(tops, best, scored):
             assert abs(t[b] - s[0]) < 1e-3
             assert all(v <= 0 for v in t.values())
@@ -71,7 +71,7 @@ def test_errors_stay_on_their_row(vllm_engine, hf_engine):
         assert res[0].error and "context" in res[0].error and not res[0].outputs
         assert res[1].ok and len(res[1].outputs[0].token_ids) == 4
         tops = engine.top_logprobs([too_long, engine.format_chat(CONVS[0])], k=3)
-        assert isinstance(tops[0], str) and isinstance(tops[1], dict)
+        assert isinstance(tops[0].error, str) and tops[0].value is None and isinstance(tops[1].value, dict)
 
 
 def test_continuous_feed_accepts_requests_while_running(vllm_engine):

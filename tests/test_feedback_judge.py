@@ -3,10 +3,11 @@ orders, context fitting, per-row engine errors, CoT clamp and d-RLAIF scores."""
 import pytest
 
 from cai.constitution import load_constitution
+from cai.engine.base import Scored
 from cai.engine.cached import CachedEngine
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
-from cai.feedback.labels import option_probs
+from cai.feedback.soft_labels import option_probs
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ class Shim:
 
     def top_logprobs(self, prompts, k=20):
         out = self.inner.top_logprobs(prompts, k)
-        return ["RuntimeError: boom" if i in self.fail_on else o for i, o in enumerate(out)]
+        return [Scored(error="RuntimeError: boom") if i in self.fail_on else o for i, o in enumerate(out)]
 
 
 def _cmps():
@@ -49,12 +50,12 @@ def test_judge_reads_option_logprobs_in_both_orders(engine, harmless):
     # p_ab of the first pair is the mean over its 2 principles of the normalised option mass, recomputed here
     cmp, fresh = cmps[0], Comparison("p1", cmps[0].prompt, cmps[0].r1, cmps[0].r2, principles=cmps[0].principles)
     ids = judge._ids(fresh, fresh.r1, fresh.r2)  # [pr0 ab, pr0 ba, pr1 ab, pr1 ba]
-    probs = judge.option_probs(ids)
+    probs = [r.value for r in judge.option_probs(ids)]
     assert cmp.p_ab == pytest.approx((probs[0].p_first + probs[2].p_first) / 2, abs=1e-6)
     assert cmp.p_ba == pytest.approx((probs[1].p_first + probs[3].p_first) / 2, abs=1e-6)
     assert cmp.mass_outside == pytest.approx(sum(p.mass_outside for p in probs) / 4, abs=1e-6)
     # hand-computed values on known log-probs: tests/test_hardening_feedback.py
-    top = engine.top_logprobs([ids[0]], k=20)[0]
+    top = engine.top_logprobs([ids[0]], k=20)[0].value
     a, b = judge.options.variants
     if any(t in top for t in a) and any(t in top for t in b):
         assert probs[0].p_first == pytest.approx(option_probs(top, a, b).p_first)

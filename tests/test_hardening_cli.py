@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cai
 
 from cai import cli
-from cai.train.fixtures import make_prefs_dataset
+from cai.testing import make_prefs_dataset
 
 NO_MODEL = "/nonexistent/model-dir"  # loading it would fail with "model path does not exist"
 

@@ -3,10 +3,11 @@ answer), under round 2's principle, and the constitution's few-shot turns come f
 from __future__ import annotations
 
 from cai.constitution import load_constitution
+from cai.constitution.templates import render_critique_request, render_revision_request
 from cai.critique.config import CritiqueConfig
 from cai.critique.conversation import Conversation
 from cai.engine.base import Completion, Result
-from cai.templates import few_shot_critique_messages, render_critique_request, render_revision_request
+from cai.prompts import few_shot_critique_messages
 
 
 def _reply(text: str) -> Result:

@@ -125,13 +125,13 @@ def test_normalize_with_reads_policy_samples(tmp_path, tiny_model):
     from transformers import AutoTokenizer
 
     from cai.train.config import RMConfig
-    from cai.train.rm import _normalization_sequences
+    from cai.train.rm import normalization_sequences
     write_dataset(tmp_path / "fb", {
         "samples": [{"id": "a:0", "prompt": "Hi?", "response": "Hello!"}, {"id": "a:1", "prompt": "Hi?", "response": None},
                     {"id": "b:0", "prompt": "Bye?", "response": "Bye!"}],
         "prefs": [{"prompt": "x", "chosen": "y", "rejected": "z"}]}, {}, title="t")
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    seqs, source = _normalization_sequences(RMConfig(normalize_with=str(tmp_path / "fb")), tok, None)
+    seqs, source = normalization_sequences(RMConfig(normalize_with=str(tmp_path / "fb")), tok, None)
     want = tok.apply_chat_template([{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
                                    tokenize=True, return_dict=True)["input_ids"]
     assert len(seqs) == 2 and seqs[0] == list(want) and source.endswith("(samples)")  # the failed sample is skipped

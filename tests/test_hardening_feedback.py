@@ -12,7 +12,7 @@ import pytest
 
 from cai.constitution import load_constitution
 from cai.data.layout import read_config, read_manifest
-from cai.engine.base import Completion, Engine, Result
+from cai.engine.base import Completion, Engine, Result, Scored
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.label import label
@@ -50,11 +50,11 @@ class StubJudge(Engine):
         out = []
         for i, p in enumerate(prompts):
             if i in self.fail:
-                out.append("RuntimeError: boom")
+                out.append(Scored(error="RuntimeError: boom"))
                 continue
             probs = {self.A: 0.5, self.sA: 0.1, self.B: 0.2, self.other: 0.2} if self.order(p) == "ab" else \
                 {self.A: 0.3, self.B: 0.5, self.other: 0.2}
-            out.append({t: math.log(v) for t, v in probs.items()})
+            out.append(Scored({t: math.log(v) for t, v in probs.items()}))
         return out
 
     def score_continuations(self, prompts, continuations):
@@ -146,10 +146,11 @@ def test_d_rlaif_error_stays_on_its_row(tok, harmless):
     class Scores(StubJudge):
         def top_logprobs(self, prompts, k=20):
             seven = self.tokenizer("7", add_special_tokens=False)["input_ids"][0]
-            return [{seven: 0.0} if i == 0 else "too_long: prompt exceeds the context" for i in range(len(prompts))]
+            return [Scored({seven: 0.0}) if i == 0 else Scored(error="too_long: prompt exceeds the context")
+                    for i in range(len(prompts))]
 
         def score_continuations(self, prompts, continuations):
-            return [[-50.0] * len(c) for c in continuations]  # every other score is (almost) impossible
+            return [Scored([-50.0] * len(c)) for c in continuations]  # every other score is (almost) impossible
 
     r = score_responses(Scores(tok), harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
     assert r[0] == pytest.approx(2 * (7 - 1) / 9 - 1, abs=1e-6)  # E[score] = 7 on 1..10 -> 1/3

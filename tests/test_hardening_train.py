@@ -13,7 +13,7 @@ import torch
 
 from cai.errors import InputError
 from cai.testing import make_tiny_model
-from cai.train import common, data, dpo, rm
+from cai.train import checkpoints, common, data, dpo, forward, metrics, rm
 from cai.train.config import DataConfig, DPOConfig, OptimConfig, RMConfig, RunConfig
 
 BETA = 0.1
@@ -80,7 +80,7 @@ def test_dpo_step1_loss_on_soft_labels_by_hand(loss_type, models, tok, tmp_path)
                                   progress=False, save_every=0),
                     optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"))
     dpo.train(cfg)
-    step1 = common.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    step1 = metrics.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
     want = by_hand(models, tok, loss_type)
     assert step1["loss"] == pytest.approx(sum(want) / 2, abs=1e-4)
     assert abs(step1["loss"] - math.log(2)) > 1e-3
@@ -123,7 +123,7 @@ def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):
                         processing_class=tok)
     trl_batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
     exs = [data.tokenize_pair_dpo(tok, r, 1024, "keep_start", data.Counts()) for r in rows]
-    policy = common.CompletionLogps(common.load_causal_lm(models[0], "float32"))
+    policy = forward.CompletionLogps(common.load_causal_lm(models[0], "float32"))
     ref = seq_logps(models[1], tok, rows)
     ref_c = torch.tensor([c for c, _ in ref], dtype=torch.float32)  # (2,)
     ref_r = torch.tensor([r for _, r in ref], dtype=torch.float32)  # (2,)
@@ -142,7 +142,7 @@ def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):
 
 def test_rm_soft_labels_and_per_row_margin_by_hand(models, tok):
     torch.manual_seed(0)
-    module = common.LastTokenReward(rm.load_reward_model(models[0], "float32", tok.pad_token_id))
+    module = forward.LastTokenReward(rm.load_reward_model(models[0], "float32", tok.pad_token_id))
     rows = [{**ROWS[0], "margin": 0.5}, {**ROWS[1]}]  # row 2 has no margin: the config's (0.25) applies
     exs = [data.tokenize_pair_rm(tok, r, 1024, data.Counts()) for r in rows]
     cfg = RMConfig(margin=0.25)
@@ -180,9 +180,9 @@ def test_final_model_is_published_config_last(tmp_path, models, monkeypatch):
 
     monkeypatch.setattr(os, "replace", fake)
     with pytest.raises(KeyboardInterrupt):
-        common.publish(src, out)
+        checkpoints.publish(src, out)
     assert moved[-1] == "config.json" and (out / "model.safetensors").is_file() and not (out / "config.json").exists()
     monkeypatch.setattr(os, "replace", real)
-    common.publish(src, out)
+    checkpoints.publish(src, out)
     from transformers import AutoModelForCausalLM
     assert AutoModelForCausalLM.from_pretrained(out) is not None and not src.exists()

@@ -135,8 +135,8 @@ def test_export_policies_and_training_on_the_export(labelled, tmp_path, tiny_mod
     assert r.returncode == 2 and "different configuration" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     # into training: the trainers' reader accepts it, and RM and DPO each take a step on it
     from cai.train import DataConfig, DPOConfig, RMConfig, RunConfig, train_dpo, train_rm
-    from cai.train.data import check_columns, read_rows
-    rr = read_rows(str(out), "prefs")
+    from cai.train.data import check_columns, read_split
+    rr = read_split(str(out), "prefs")
     check_columns(rr, ("prompt", "chosen", "rejected"))
     assert len(rr.rows) == 5
     tiny = str(tiny_model)

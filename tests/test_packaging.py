@@ -55,7 +55,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path, tiny_model):
     def run(*cmd):
         return subprocess.run([*cmd], capture_output=True, text=True, cwd=work, env=run_env, timeout=600)
 
-    where = run(str(py), "-c", "import cai, cai.templates as t; print(cai.__file__); print(t.PROMPTS_DIR)")
+    where = run(str(py), "-c", "import cai, cai.constitution.templates as t; print(cai.__file__); print(t.PROMPTS_DIR)")
     assert where.returncode == 0, where.stderr[-2000:]
     pkg, prompts = where.stdout.split()
     assert pkg.startswith(str(site)) and prompts == str(site / "cai" / "_shipped" / "prompts")

@@ -2,7 +2,8 @@
 
 import pytest
 
-import cai.templates as T
+import cai.constitution.templates as T
+import cai.prompts as P
 from cai.constitution import load_constitution
 from cai.errors import InputError
 
@@ -55,7 +56,7 @@ def test_critique_and_revision_messages(c):
     p = c.critiques[0]
     assert T.render_critique_request(c, p, "Q?", "A.") == ("Is the assistant's response rude? Answer in two or "
                                                            "three sentences.")
-    msgs = T.revision_messages(c, p, "Where is Paris?", "In France.", "It is fine.")
+    msgs = P.revision_messages(c, p, "Where is Paris?", "In France.", "It is fine.")
     assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 5 + ["user"]
     assert msgs[0]["content"] == "Be kind."
     assert msgs[7:] == [{"role": "user", "content": "Where is Paris?"},
@@ -65,13 +66,13 @@ def test_critique_and_revision_messages(c):
                         {"role": "assistant", "content": "It is fine."},
                         {"role": "user", "content": 'Rewrite the response politely. Write only the new response '
                                                     'to "Where is Paris?", in a few sentences addressed to the user.'}]
-    assert T.critique_messages(c, p, "Q", "A", few_shot=False)[1:] == [
+    assert P.critique_messages(c, p, "Q", "A", few_shot=False)[1:] == [
         {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
         {"role": "user", "content": "Is the assistant's response rude? Answer in two or three sentences."}]
 
 
 def test_render_compare_ends_in_answer_prefix(c):
-    msgs = T.render_compare(c, [c.comparisons[0]], "Is tea good?", "Yes, many enjoy it.", "No.")
+    msgs = P.render_compare(c, [c.comparisons[0]], "Is tea good?", "Yes, many enjoy it.", "No.")
     assert msgs[-1] == {"role": "assistant", "content": "The answer is: ("}
     user = msgs[-2]["content"]
     assert "User: Is tea good?" in user and "Choose the kinder response." in user
@@ -82,25 +83,25 @@ def test_render_compare_ends_in_answer_prefix(c):
     assert "Choose the safer response." in msgs[1]["content"]
     assert [msgs[2]["content"], msgs[4]["content"]] == ["The answer is: (A)", "The answer is: (B)"]
     assert "User: Hi\n\nAssistant: Hello.\n\nUser: Bye" in msgs[3]["content"]
-    assert T.option_letters(c) == ("A", "B") and T.answer_prefix(c) == "The answer is: ("
+    assert T.option_letters(c) == ("A", "B") and P.answer_prefix(c) == "The answer is: ("
 
 
 def test_render_compare_several_principles(c):
-    user = T.render_compare(c, c.comparisons, "Q", "a", "b", few_shot=False)[-2]["content"]
+    user = P.render_compare(c, c.comparisons, "Q", "a", "b", few_shot=False)[-2]["content"]
     assert "- Choose the kinder response.\n- Choose the safer response." in user
 
 
 def test_render_compare_cot(c):
-    msgs = T.render_compare_cot(c, [c.comparisons[0]], "Q", "a", "b")
+    msgs = P.render_compare_cot(c, [c.comparisons[0]], "Q", "a", "b")
     assert msgs[-1] == {"role": "assistant", "content": "Let's think step by step:"}
     # only the example with a rationale is used
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant"]
     assert msgs[2]["content"] == "Let's think step by step: (A) greets the user.\nSo the answer is: (A)"
-    assert T.cot_answer_suffix(c) == "\nSo the answer is: ("
+    assert P.cot_answer_suffix(c) == "\nSo the answer is: ("
 
 
 def test_render_score(c):
-    msgs = T.render_score(c, "Q", "R")
+    msgs = P.render_score(c, "Q", "R")
     assert msgs[-1] == {"role": "assistant", "content": "Rating: "}
     assert "Assistant: R" in msgs[-2]["content"] and "from 1 to 10" in msgs[-2]["content"]
     assert T.score_range(c) == (1, 10)
@@ -111,7 +112,7 @@ def test_custom_letters_and_prefixes(tmp_path):
     p.write_text(BASE.replace("few_shot:", 'templates:\n  options: [X, Y]\n  answer_prefix: "Better: ["\n'
                               "few_shot:"))
     c = load_constitution(p)
-    msgs = T.render_compare(c, [c.comparisons[0]], "Q", "a", "b")
+    msgs = P.render_compare(c, [c.comparisons[0]], "Q", "a", "b")
     assert msgs[-1]["content"] == "Better: [" and "(X) a\n(Y) b" in msgs[-2]["content"]
     assert msgs[4]["content"] == "Better: [Y)"
 
@@ -151,6 +152,6 @@ def test_messages_work_with_a_real_chat_template(c):
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
     tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}"
                          "{% if not (loop.last and m.role == 'assistant') %}</{{ m.role }}>{% endif %}{% endfor %}")
-    msgs = T.render_compare(c, [c.comparisons[0]], "Q", "a", "b")
+    msgs = P.render_compare(c, [c.comparisons[0]], "Q", "a", "b")
     text = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
     assert text.endswith("<assistant>The answer is: (") and text.startswith("<system>Be kind.</system>")

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from cai.errors import InputError
-from cai.testing import make_tiny_model
+from cai.testing import make_prefs_dataset, make_sft_dataset, make_tiny_model
 from cai.train import DPOConfig, RMConfig, SFTConfig, load_config
-from cai.train.fixtures import make_prefs_dataset, make_sft_dataset
 
 PY = sys.executable
 
@@ -65,7 +64,7 @@ def test_sft_mask_covers_exactly_the_assistant_turns(tok):
 def test_dpo_truncation_and_drops_are_counted(tok, tmp_path):
     from cai.train import data
     d = make_prefs_dataset(tmp_path / "p", 8, long_every=4)
-    rows = data.read_rows(str(d), "prefs").rows
+    rows = data.read_split(str(d), "prefs").rows
     counts = data.Counts()
     out = [data.tokenize_pair_dpo(tok, r, 60, "keep_start", counts) for r in rows]
     assert counts.rows == 8 and counts.dropped == 2  # the long prompts fill max_length: dropped like TRL
@@ -78,16 +77,16 @@ def test_dpo_truncation_and_drops_are_counted(tok, tmp_path):
 def test_packing_keeps_examples_apart(tok):
     import torch
 
-    from cai.train import common, data
-    model = common.CompletionLogps(common.load_causal_lm(Path(make_tiny_model()), "float32"))
+    from cai.train import batching, common, data, forward
+    model = forward.CompletionLogps(common.load_causal_lm(Path(make_tiny_model()), "float32"))
     exs = [data.tokenize_sft(tok, [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A" * i}],
                              512, data.Counts()) for i in range(1, 4)]
-    packed = data.pack_sft(exs, 512)
+    packed = batching.pack_sft(exs, 512)
     assert len(packed) == 1
     with torch.no_grad():
-        b = data.collate_sft(exs, tok.pad_token_id)
+        b = batching.collate_sft(exs, tok.pad_token_id)
         sep, _ = model(b["input_ids"], b["attention_mask"], b["completion_mask"])
-        p = data.collate_sft(packed, tok.pad_token_id)
+        p = batching.collate_sft(packed, tok.pad_token_id)
         packed_logps, _ = model(p["input_ids"], None, p["completion_mask"], position_ids=p["position_ids"])
     assert packed_logps.sum().item() == pytest.approx(sep.sum().item(), abs=1e-3)
 
@@ -95,13 +94,13 @@ def test_packing_keeps_examples_apart(tok):
 def test_completion_logps_equals_full_logits(tok):
     import torch
 
-    from cai.train import common, data, losses
+    from cai.train import batching, common, data, forward, losses
     lm = common.load_causal_lm(Path(make_tiny_model()), "float32")
     exs = [data.tokenize_pair_dpo(tok, r, 512, "keep_start", data.Counts())
-           for r in data.read_rows(str(make_prefs_dataset(Path(tok.name_or_path).parent / "_lp", 4)), "prefs").rows]
-    b = data.collate_pairs(exs, tok.pad_token_id)
+           for r in data.read_split(str(make_prefs_dataset(Path(tok.name_or_path).parent / "_lp", 4)), "prefs").rows]
+    b = batching.collate_pairs(exs, tok.pad_token_id)
     with torch.no_grad():
-        ours, n = common.CompletionLogps(lm)(b["input_ids"], b["attention_mask"], b["completion_mask"])
+        ours, n = forward.CompletionLogps(lm)(b["input_ids"], b["attention_mask"], b["completion_mask"])
         full = losses.shifted_completion_logps(lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
                                                b["input_ids"], b["completion_mask"])
     assert torch.allclose(ours, full, atol=1e-4)

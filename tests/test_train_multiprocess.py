@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from cai.testing import make_tiny_model
+from cai.testing import make_prefs_dataset, make_sft_dataset, make_tiny_model
 from cai.train import DPOConfig, RMConfig, SFTConfig, load_config
-from cai.train.fixtures import make_prefs_dataset, make_sft_dataset
 
 STAGES = {"sft": SFTConfig, "rm": RMConfig, "dpo": DPOConfig}
 

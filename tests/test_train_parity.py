@@ -10,9 +10,8 @@ import pytest
 import torch
 import trl
 
-from cai.testing import make_tiny_model
-from cai.train import common, data, losses
-from cai.train.fixtures import make_prefs_dataset
+from cai.testing import make_prefs_dataset, make_tiny_model
+from cai.train import batching, common, data, forward, losses
 
 MAX_LEN = 60  # the SmolLM2 system prompt alone is ~30 tokens: some pairs get truncated
 
@@ -46,12 +45,12 @@ def test_dpo_matches_trl(tmp_path, models):
     counts = data.Counts()
     exs = [data.tokenize_pair_dpo(tok, r, MAX_LEN, "keep_start", counts) for r in rows[:4]]
     assert counts.truncated > 0
-    batch = data.collate_pairs(exs, tok.pad_token_id)
+    batch = batching.collate_pairs(exs, tok.pad_token_id)
     width = trl_batch["input_ids"].size(1)
     assert torch.equal(batch["input_ids"][:, :width], trl_batch["input_ids"])
     assert torch.equal(batch["completion_mask"][:, :width], trl_batch["completion_mask"])
-    policy = common.CompletionLogps(common.load_causal_lm(pol_path, "float32"))
-    ref = common.CompletionLogps(common.load_causal_lm(ref_path, "float32"))
+    policy = forward.CompletionLogps(common.load_causal_lm(pol_path, "float32"))
+    ref = forward.CompletionLogps(common.load_causal_lm(ref_path, "float32"))
     with torch.no_grad():
         logps, n_tok = policy(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         ref_logps, _ = ref(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
@@ -96,9 +95,9 @@ def test_reward_model_matches_trl(tmp_path, models):
         trl_loss = tr.compute_loss(tr.model, dict(trl_batch)).item()
 
     exs = [data.tokenize_pair_rm(tok, r, 200, data.Counts()) for r in rows[:4]]
-    batch = data.collate_pairs(exs, tok.pad_token_id)
+    batch = batching.collate_pairs(exs, tok.pad_token_id)
     assert torch.equal(batch["input_ids"][:, :trl_batch["input_ids"].size(1)], trl_batch["input_ids"])
-    module = common.LastTokenReward(load_reward_model(rm_dir, "float32", tok.pad_token_id))
+    module = forward.LastTokenReward(load_reward_model(rm_dir, "float32", tok.pad_token_id))
     with torch.no_grad():
         rc, rr = module(batch["input_ids"], batch["attention_mask"]).chunk(2)
     ours = losses.bradley_terry_loss(rc, rr).mean().item()

@@ -6,8 +6,7 @@ import subprocess
 import sys
 import time
 
-from cai.testing import make_tiny_model
-from cai.train.fixtures import make_prefs_dataset
+from cai.testing import make_prefs_dataset, make_tiny_model
 
 
 def _weights(path):

@@ -8,9 +8,8 @@ import textwrap
 
 import pytest
 
-from cai.testing import make_tiny_model
+from cai.testing import make_prefs_dataset, make_sft_dataset, make_tiny_model
 from cai.train import DataConfig, DPOConfig, LoraConfig, OptimConfig, RMConfig, RunConfig, SFTConfig
-from cai.train.fixtures import make_prefs_dataset, make_sft_dataset
 
 VLLM_SCRIPT = textwrap.dedent("""
     import json, sys

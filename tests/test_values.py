@@ -6,7 +6,7 @@ import math
 import pytest
 from conftest import run_cai
 
-from cai.engine.base import Completion, Engine, Result
+from cai.engine.base import Completion, Engine, Result, Scored
 from cai.evaluate.config import ValuesConfig
 from cai.evaluate.values import eval_values, pair_score
 
@@ -53,16 +53,16 @@ class StubEngine(Engine):
             text = self.tokenizer.decode(self.encode(p))
             if text.rstrip().endswith("Rating:"):
                 answer = text.rsplit("Assistant: ", 1)[-1]
-                out.append({self._tok("9" if "SHORT" in answer else "4"): 0.0})
+                out.append(Scored({self._tok("9" if "SHORT" in answer else "4"): 0.0}))
                 continue
             opts = text.rsplit("Options:", 1)[-1]
             a, b = opts.split("(A) ", 1)[1].split("(B) ", 1)
             pa = 0.9 if "GOOD" in a and "GOOD" not in b else 0.1 if "GOOD" in b and "GOOD" not in a else 0.5
-            out.append({self._tok("A"): math.log(pa), self._tok("B"): math.log(1 - pa)})
+            out.append(Scored({self._tok("A"): math.log(pa), self._tok("B"): math.log(1 - pa)}))
         return out
 
     def score_continuations(self, prompts, continuations):
-        return [[-50.0] * len(c) for c in continuations]
+        return [Scored([-50.0] * len(c)) for c in continuations]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,12 @@ import json
 import sys
 from pathlib import Path
 
+from cai.constitution import available, constitutions_dir, load_constitution
+from cai.constitution.diff import diff, format_diff
+from cai.constitution.importers import IMPORTERS, to_yaml
+from cai.constitution.lint import lint
+from cai.errors import InputError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("constitution", help="lint, show, diff and import constitutions")
@@ -45,9 +51,6 @@ def register(subparsers) -> None:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from cai.constitution import load_constitution
-    from cai.constitution.lint import lint
-    from cai.errors import InputError
     rc = 0
     for f in args.files:
         try:
@@ -79,26 +82,18 @@ def resolved_dict(c) -> dict:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cai.constitution import load_constitution
-    from cai.constitution.importers import to_yaml
     d = resolved_dict(load_constitution(args.file))
     print(json.dumps(d, indent=2, ensure_ascii=False) if args.json else to_yaml(d), end="\n" if args.json else "")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from cai.constitution import load_constitution
-    from cai.constitution.diff import diff, format_diff
     d = diff(load_constitution(args.a), load_constitution(args.b))
     print(json.dumps(d, indent=2) if args.json else format_diff(d))
     return 1 if args.exit_code and d["a_hash"] != d["b_hash"] else 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from cai.constitution import load_constitution
-    from cai.constitution.importers import IMPORTERS, to_yaml
-    from cai.constitution.lint import lint
-    from cai.errors import InputError
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError("already exists; pass --force to overwrite", file=out)
@@ -117,7 +112,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cai.constitution import available, constitutions_dir, load_constitution
     for name in available():
         c = load_constitution(name)
         print(f"{name:20s} v{c.version:8s} {len(c.critiques):3d} critiques {len(c.comparisons):3d} comparisons  "

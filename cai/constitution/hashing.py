@@ -18,11 +18,3 @@ def canonical_json(obj: Any) -> str:
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
-
-def template_digests(c) -> dict[str, str]:
-    """sha256 of each prompt template the constitution renders with (overrides or `prompts/`).
-
-    The text, not the path, is hashed: editing `prompts/compare.j2` changes every prompt.
-    """
-    from cai.templates import sources
-    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, (_, text) in sources(c).items()}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import jinja2.meta
 
-from cai.constitution.schema import Constitution
-from cai.templates import env_for, sources
+from cai.constitution.schema import Constitution, template_sources
+from cai.constitution.templates import env_for
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def check_templates(c: Constitution) -> list[LintWarning]:
         used = jinja2.meta.find_undeclared_variables(env.parse(source))
         alternatives = {"options": {"options", "response_a", "response_b"}}.get(need, {need})
         if not used & alternatives:
-            out.append(LintWarning(sources(c)[name][0], None, None, f"templates.{name}",
+            out.append(LintWarning(template_sources(c)[name][0], None, None, f"templates.{name}",
                                    f"the template never uses {need!r}"))
     return out
 

@@ -25,10 +25,12 @@ from cai.constitution.schema import (
     Message,
     Scoring,
     Templates,
+    read_templates,
 )
+from cai.constitution.templates import check_templates
 from cai.errors import InputError
 from cai.resources import shipped_dir
-from cai.yamlio import Marks, format_path, load_yaml, locate, read_text
+from cai.yamlio import Marks, display, format_path, load_yaml, locate, read_text
 
 _KNOWN_KEYS = sorted({k for m in (ConstitutionFile, CritiquePrinciple, ComparisonPrinciple, FewShot,
                                   ComparisonExample, Message, Scoring, Templates) for k in m.model_fields})
@@ -62,13 +64,6 @@ def resolve_ref(ref: str | Path, base_dir: Path | None = None) -> Path:
     return constitutions_dir() / f"{ref}.yaml"
 
 
-def display(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
 def load_constitution(ref: str | Path) -> Constitution:
     """Load, validate and resolve a constitution given by name (e.g. "harmless") or path."""
     path = resolve_ref(ref)
@@ -78,7 +73,6 @@ def load_constitution(ref: str | Path) -> Constitution:
                              f"looked in {constitutions_dir()})")
         raise InputError("file not found", file=ref)
     c = _load(path, stack=())
-    from cai.templates import check_templates, read_templates
     c = c.model_copy(update={"template_sources": read_templates(c)})
     check_templates(c)
     return c

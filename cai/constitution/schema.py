@@ -6,6 +6,7 @@ an error that names its line, never a silent default. Cross-field rules that nee
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,8 @@ from pydantic import (
 )
 
 from cai.constitution.hashing import sha256_json
+from cai.resources import shipped_dir
+from cai.yamlio import read_text
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=100)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
@@ -225,6 +228,33 @@ class Templates(Strict):
 
 
 TEMPLATE_NAMES = ("critique", "revision", "compare", "compare_cot", "score")
+PROMPTS_DIR = shipped_dir("prompts")
+"""The shipped templates, used for every template a constitution does not override."""
+
+
+def template_paths(c) -> dict[str, Path]:
+    """The file each template is read from: the constitution's override, else `prompts/NAME.j2`."""
+    return {n: Path(getattr(c.templates, n)) if getattr(c.templates, n) else PROMPTS_DIR / f"{n}.j2"
+            for n in TEMPLATE_NAMES}
+
+
+def read_templates(c) -> dict[str, tuple[str, str]]:
+    """name -> (path, text) of every template, read once when the constitution is loaded, so that the
+    hash and the prompts come from the same text even if the file changes during a run."""
+    return {n: (str(p), read_text(p)) for n, p in template_paths(c).items()}
+
+
+def template_sources(c) -> dict[str, tuple[str, str]]:
+    """name -> (path, text) the constitution renders with: the texts read at load time, else the files."""
+    return c.template_sources or read_templates(c)
+
+
+def template_digests(c) -> dict[str, str]:
+    """sha256 of each prompt template the constitution renders with (overrides or `prompts/`).
+
+    The text, not the path, is hashed: editing `prompts/compare.j2` changes every prompt.
+    """
+    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, (_, text) in template_sources(c).items()}
 
 
 class ConstitutionFile(Strict):
@@ -271,7 +301,6 @@ class Constitution(Strict):
         Name, version, description and paths are left out on purpose, so that renaming or moving a
         file keeps caches valid; provenance records name and version next to the hash.
         """
-        from cai.constitution.hashing import template_digests
         d = self.model_dump(mode="json", include={"critiques", "comparisons", "few_shot", "system_prompt",
                                                   "scoring", "templates", "contrast"})
         for p in d["critiques"]:  # written framings only: older constitutions keep their hashes

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 
 from cai.contrast.config import ContrastConfig
+from cai.contrast.run import contrast
+from cai.stage import parse_engine_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.stage import parse_engine_args
     d = ContrastConfig()
     p = sub.add_parser("contrast", help="RLCD: answer each prompt under a positive and a negative framing; "
                        "writes `prefs` (chosen = positive), `sft` and `pairs`")
@@ -36,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(a, parse_engine_args) -> int:
-    from cai.contrast.run import contrast
     contrast(ContrastConfig(model=a.model, constitution=a.constitution, prompts=a.prompts, benign=a.benign,
                             out=a.out, column=a.column, limit=a.limit, benign_limit=a.benign_limit,
                             temperature=a.temperature, top_p=a.top_p,

@@ -17,9 +17,17 @@ import time
 from collections import Counter
 from typing import Any
 
+from cai.constitution import PrincipleSampler, load_constitution
 from cai.contrast.config import ContrastConfig
 from cai.contrast.framing import Framed, benign_framing, harmful_framing
+from cai.data.layout import write_dataset
+from cai.data.sources import as_messages, load_prompts
+from cai.data.store import RequestCache, RunDir, default_cache_path
+from cai.engine import SamplingParams, make_engine
+from cai.engine.cached import CachedEngine
+from cai.errors import InputError, PartialRunError
 from cai.evaluate.refusal import detect
+from cai.stage import Progress, print_summary, provenance, request_seed
 
 SIDES = ("positive", "negative")
 
@@ -58,7 +66,6 @@ def drop_reason(row: dict[str, Any], cfg: ContrastConfig) -> str | None:
 
 def _messages(prompt, side) -> tuple[list[dict[str, str]], bool]:
     """Chat messages of one side, and whether the last (assistant prefix) message stays open."""
-    from cai.data.sources import as_messages
     msgs = as_messages(prompt, side.system)
     if side.prefix:
         return msgs + [{"role": "assistant", "content": side.prefix}], True
@@ -68,8 +75,6 @@ def _messages(prompt, side) -> tuple[list[dict[str, str]], bool]:
 def answer_pairs(engine, run, items: list[tuple[dict, Framed]], cfg: ContrastConfig) -> dict[str, dict]:
     """Answer both sides of every prompt not yet logged, in one continuous feed; return all records
     `{f"{id}:{side}": {text, error, tokens}}`. Errors are retried on a rerun."""
-    from cai.engine import SamplingParams
-    from cai.stage import Progress, request_seed
 
     log = run.log("answers")
     done = {k: v for k, v in log.load().items() if not v.get("error")}
@@ -106,12 +111,6 @@ def answer_pairs(engine, run, items: list[tuple[dict, Framed]], cfg: ContrastCon
 def contrast(cfg: ContrastConfig, *, engine=None) -> dict[str, Any]:
     """Stage entry point of `cai contrast`; writes `prefs`, `sft` and `pairs` under `cfg.out` and returns
     the manifest. `engine` (tests, callers holding one) replaces the engine the config describes."""
-    from cai.constitution import PrincipleSampler, load_constitution
-    from cai.data.layout import write_dataset
-    from cai.data.sources import as_messages, load_prompts
-    from cai.data.store import RunDir
-    from cai.errors import InputError, PartialRunError
-    from cai.stage import print_summary, provenance
 
     t0 = time.perf_counter()
     # 1. inputs
@@ -195,8 +194,5 @@ def _stats(pairs: list[dict], drops: Counter) -> dict[str, Any]:
 
 
 def _open(cfg: ContrastConfig):
-    from cai.data.store import RequestCache, default_cache_path
-    from cai.engine import make_engine
-    from cai.engine.cached import CachedEngine
     engine = make_engine(cfg.engine, cfg.model, max_model_len=cfg.max_model_len, seed=cfg.seed, **cfg.engine_args)
     return CachedEngine(engine, RequestCache(default_cache_path()))

@@ -10,12 +10,6 @@ answer against sampled constitution principles for N rounds; the result is SFT d
 """
 from cai.critique.cli import register
 from cai.critique.config import FILTERS, CritiqueConfig
+from cai.critique.run import critique, plan
 
 __all__ = ["FILTERS", "CritiqueConfig", "critique", "plan", "register"]
-
-
-def __getattr__(name):  # the driver imports the constitution and templates: only when used, not by the CLI
-    if name in ("critique", "plan"):
-        from cai.critique import run
-        return getattr(run, name)
-    raise AttributeError(name)

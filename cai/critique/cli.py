@@ -6,13 +6,16 @@ import json
 import sys
 
 from cai.critique.config import FILTERS, STEPS, CritiqueConfig
+from cai.critique.run import critique, plan
+from cai.data.sources import DEFAULT_PROMPTS
+from cai.engine.base import SamplingParams
+from cai.errors import InputError
+from cai.stage import add_engine_args, engine_config_from_args
 
 DEFAULT_CONFIG = CritiqueConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.generate import DEFAULT_PROMPTS
-    from cai.stage import add_engine_args
     p = sub.add_parser("critique", help="SL-CAI: critique and revise answers; writes `sft`, `prefs`, `trace`",
                        description="Answer each prompt, then critique and revise the answer against a sampled "
                        "principle for each round. Interrupted runs resume; a rerun after editing a principle "
@@ -53,8 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args):
-    from cai.engine.base import SamplingParams
-    from cai.errors import InputError
 
     def params(step: str) -> SamplingParams:
         base = getattr(DEFAULT_CONFIG, step)
@@ -77,12 +78,11 @@ def config_from_args(args):
 def _cmd(args) -> int:
     import os
 
-    from cai.critique.run import critique, plan
     if args.verbose:
         os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     cfg = config_from_args(args)
     common = {"prompts": args.prompts, "out": args.out, "constitution": args.constitution, "config": cfg,
-              "column": args.column, "limit": args.limit, "engine_args": args}
+              "column": args.column, "limit": args.limit, "engine": engine_config_from_args(args)}
     if args.dry_run:
         p = plan(**common)
         print(f"{p['regenerate']} of {p['conversations']} conversations would be regenerated "

@@ -16,11 +16,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.constitution.templates import render_critique_request, render_revision_request
 from cai.critique.config import CritiqueConfig, first_filter
-from cai.data.sources import as_messages
+from cai.data.sources import as_messages, last_user
 from cai.engine.base import Result, SamplingParams
+from cai.prompts import critique_messages
 from cai.stage import request_seed
-from cai.templates import conversation, critique_messages, render_critique_request, render_revision_request
 
 # An engine error that means the conversation no longer fits the context (vLLM and hf engines' wording;
 # OpenAI-compatible servers'): it would fail the same way on every rerun, so it is recorded, not retried.
@@ -131,10 +132,6 @@ def new_conversation(row: dict[str, Any], sampler, rounds: int) -> Conversation:
 
 # ---- records -> dataset rows -------------------------------------------------------------------------
 
-def _last_user(prompt: Any) -> str:
-    return next(m["content"] for m in reversed(conversation(prompt)) if m["role"] == "user")
-
-
 def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov: dict[str, Any],
             status: str, filtered_by: str | None, final: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """The `sft`, `prefs` and `trace` rows of one finished conversation record; `final` is the round whose
@@ -153,7 +150,7 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
     for r, (crit, rev) in enumerate(rounds[:upto], 1):
         trace.append({
             "id": rec["id"], "round": r, "status": status, "filtered_by": filtered_by, "error": stopped,
-            "prompt": _last_user(prompt), "principle_id": rec["principle_ids"][r - 1],
+            "prompt": last_user(prompt), "principle_id": rec["principle_ids"][r - 1],
             "principle_hash": rec["principle_hashes"][r - 1],
             "init_response": init and init["text"], "init_tokens": init and init["tokens"],
             "init_finish_reason": init and init["finish_reason"],
@@ -169,10 +166,10 @@ def rows_of(rec: dict[str, Any], row: dict[str, Any], cfg: CritiqueConfig, prov:
     crit, rev = rounds[final - 1]
     user = as_messages(prompt, cfg.system)
     answer = {"role": "assistant", "content": rev["text"]}
-    recipe = {"init_prompt": _last_user(prompt), "init_response": init["text"],  # HF cai-conversation-harmless
+    recipe = {"init_prompt": last_user(prompt), "init_response": init["text"],  # HF cai-conversation-harmless
               "critic_prompt": crit["request"], "critic_response": crit["text"],
               "revision_prompt": rev["request"], "revision_response": rev["text"], "final_round": final}
-    out["sft"].append({"id": rec["id"], "prompt": _last_user(prompt), "messages": user + [answer],
+    out["sft"].append({"id": rec["id"], "prompt": last_user(prompt), "messages": user + [answer],
                        **recipe, **extra, **prov})
     out["prefs"].append({"id": rec["id"], "prompt": user, "chosen": [answer],
                          "rejected": [{"role": "assistant", "content": init["text"]}], **recipe, **extra, **prov})

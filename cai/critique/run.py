@@ -18,28 +18,35 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cai.constitution import PrincipleSampler, load_constitution
 from cai.critique.config import CritiqueConfig
 from cai.critique.conversation import Conversation, final_round, new_conversation, rows_of
+from cai.data.layout import write_dataset
+from cai.data.sources import load_prompts
+from cai.data.store import RecordLog, RequestCache, RunDir, default_cache_path, fingerprint
+from cai.engine.base import Engine
+from cai.engine.cached import CachedEngine
+from cai.engine.config import EngineConfig
+from cai.errors import InputError, PartialRunError
+from cai.models import model_hash, resolve_model
+from cai.stage import Progress, as_engine, print_summary, provenance
 
 
 def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
              config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None,
-             overwrite: bool = False, engine=None, cache: str | Path | None = None, engine_args=None,
+             overwrite: bool = False, engine: Engine | EngineConfig, cache: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Run SL-CAI critique -> revision over `prompts` and write DIR/{sft,prefs,trace}. Returns the manifest.
 
-    `engine` is any `Engine` (wrapped in a `CachedEngine` over `cache` unless it is one already); without
-    it, `engine_args` (the CLI's parsed flags) describe one. Raises `PartialRunError` (exit 3) when some
+    `engine` is any `Engine` (wrapped in a `CachedEngine` over `cache` unless it is one already), or the
+    `EngineConfig` of one to open. Raises `PartialRunError` (exit 3) when some
     conversations failed: they are recorded in `trace` and left out of `sft` and `prefs`.
     """
-    from cai.data.layout import write_dataset
-    from cai.data.store import RunDir
-    from cai.stage import print_summary, provenance
 
     # 1. inputs
     cfg = config or CritiqueConfig()
     c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
-    engine = open_engine(engine, cache, engine_args, cfg.seed)
+    engine = _open(engine, cache, cfg.seed, out=out, prompts=prompts)
 
     # 2. run directory: a crash loses at most the conversations in flight
     run = RunDir(out, run_config(c, rows, engine, cfg), overwrite=overwrite)
@@ -126,21 +133,19 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
         print(f"kept {kept} of {len(rows)} conversations in {out}\nnext: cai train sft --config configs/sft.yaml "
               f"data.path={out}", file=sys.stderr)
     if errors:
-        from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {len(rows)} conversations failed (kept {kept}, filtered "
                               f"{sum(filtered.values())}); their errors are in the `trace` config of {out}")
     return manifest
 
 
 def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
-         config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None, engine=None,
-         cache: str | Path | None = None, engine_args=None) -> dict[str, Any]:
+         config: CritiqueConfig | None = None, column: str = "prompt", limit: int | None = None,
+         engine: Engine | EngineConfig, cache: str | Path | None = None) -> dict[str, Any]:
     """What a run would do, from the run directory and the request cache alone (generates nothing):
     how many conversations it would regenerate, from which round, and how many requests that takes."""
-    from cai.data.store import RecordLog, fingerprint
     cfg = config or CritiqueConfig()
     c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
-    engine = open_engine(engine, cache, engine_args, cfg.seed, tokenizer_only=True)
+    engine = _open(engine, cache, cfg.seed, tokenizer_only=True)
     run_file = Path(out) / ".cai" / "run.json"
     same = run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") == fingerprint(
         run_config(c, rows, engine, cfg))
@@ -170,7 +175,6 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
 
 def _steps_bar(total: int, engine, initial: int):
     """A bar over engine steps, not conversations: conversations all finish near the end, steps do not."""
-    from cai.stage import Progress
     bar = Progress(total, "critique", engine, initial=initial)
     bar.bar.unit = "step"
     bar.bar.refresh()
@@ -178,9 +182,6 @@ def _steps_bar(total: int, engine, initial: int):
 
 
 def _inputs(constitution, prompts, column, limit, cfg):
-    from cai.constitution import PrincipleSampler, load_constitution
-    from cai.data.sources import load_prompts
-    from cai.errors import InputError
     c = load_constitution(constitution) if isinstance(constitution, (str, Path)) else constitution
     if not c.critiques:
         raise InputError(f"constitution {c.name!r} has no critique principles", field="critiques")
@@ -195,19 +196,16 @@ def run_config(c, rows, engine, cfg: CritiqueConfig) -> dict[str, Any]:
             "model_hash": engine.model_hash, "constitution_hash": c.hash, **cfg.to_dict()}
 
 
-def open_engine(engine, cache, engine_args, seed: int, *, tokenizer_only: bool = False):
-    from cai.engine.cached import CachedEngine
+def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bool = False, out=None, prompts=None):
     if isinstance(engine, CachedEngine):
         return engine
-    if engine is not None:
-        from cai.data.store import RequestCache
+    if not isinstance(engine, EngineConfig):
         return CachedEngine(engine, RequestCache(cache) if cache else None)
-    if tokenizer_only and engine_args.engine != "openai":
-        from cai.data.store import RequestCache, default_cache_path
-        return CachedEngine(_TokenizerOnly(engine_args.model, engine_args.max_model_len),
-                            None if engine_args.no_cache else RequestCache(engine_args.cache or default_cache_path()))
-    from cai.stage import engine_from_args
-    return engine_from_args(engine_args, seed=seed)
+    if tokenizer_only and engine.backend != "openai":
+        return CachedEngine(_TokenizerOnly(engine.model, engine.max_model_len),
+                            None if engine.no_cache else RequestCache(engine.cache or default_cache_path()))
+    return as_engine(engine, seed=seed, out=str(out) if out else None,
+                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [])
 
 
 class _TokenizerOnly:
@@ -217,7 +215,6 @@ class _TokenizerOnly:
     def __init__(self, model: str, max_model_len: int):
         from transformers import AutoTokenizer
 
-        from cai.models import model_hash, resolve_model
         path = resolve_model(model)
         self.model_id, self.model_hash, self.max_model_len = str(model), model_hash(path), max_model_len
         self.tokenizer = AutoTokenizer.from_pretrained(path)

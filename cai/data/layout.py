@@ -16,14 +16,13 @@ from typing import Any
 
 import yaml
 
-from cai.data.store import fsync_dir
+from cai.data.store import fsync_dir, write_durable
 from cai.errors import InputError
 
 ROWS_PER_SHARD = 100_000
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
-    from cai.data.store import write_durable
     write_durable(path, data)
 
 

@@ -10,7 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cai.data.layout import read_config
 from cai.errors import InputError
+from cai.resources import shipped_dir
+
+DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
+"""The shipped red-team prompt set every prompt-reading stage defaults to."""
+
+Prompt = str | list[dict]
+"""A prompt is one user turn, or a conversation of `{role, content}` turns ending with the user."""
 
 
 def read_rows(path: str | Path, *, config: str | None = None) -> list[tuple[int | None, dict[str, Any]]]:
@@ -81,7 +89,6 @@ def _read_jsonl(p: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _read_dataset_dir(p: Path, config: str | None) -> list[dict[str, Any]]:
-    from cai.data.layout import read_config
     return read_config(p, config)
 
 
@@ -207,8 +214,16 @@ def _key_col(path, line: int | None, key: str) -> int | None:
     return None
 
 
-def as_messages(prompt: str | list[dict[str, str]], system: str | None = None) -> list[dict[str, str]]:
-    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+def as_messages(prompt: Prompt, system: str | None = None, role: str = "user") -> list[dict[str, str]]:
+    """The `[{role, content}]` list of a prompt (a string becomes one `role` turn), with `system` prepended
+    unless the conversation already opens with one. The one prompt -> messages helper of cai."""
+    msgs = ([{"role": role, "content": prompt}] if isinstance(prompt, str)
+            else [{"role": m["role"], "content": m["content"]} for m in prompt])
     if system and not (msgs and msgs[0]["role"] == "system"):
         msgs = [{"role": "system", "content": system}] + msgs
     return msgs
+
+
+def last_user(prompt: Prompt) -> str:
+    """The text of the last user turn of a prompt ('' when there is none)."""
+    return next((m["content"] for m in reversed(as_messages(prompt)) if m["role"] == "user"), "")

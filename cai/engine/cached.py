@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cai.data.store import RequestCache
-from cai.engine.base import Completion, Engine, Result, SamplingParams, request_key
+from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored, request_key
 
 
 def _to_json(r: Result) -> dict[str, Any]:
@@ -92,29 +92,32 @@ class CachedEngine(Engine):
                 out.append((rid, res))
         return out
 
-    def _cached_batch(self, kind: str, items: list[tuple[list[int], Any]], run) -> list[Any]:
+    def _cached_batch(self, kind: str, items: list[tuple[list[int], Any]], run) -> list[Scored]:
         keys = [request_key(self._key_model, [kind, ids, extra], SamplingParams(temperature=0, max_tokens=1))
                 for ids, extra in items]
-        out: list[Any] = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        hits = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        out: list[Scored | None] = [None if v is None else Scored(v) for v in hits]
         miss = [i for i, v in enumerate(out) if v is None]
         self.cache_hits += len(items) - len(miss)
         self.engine_requests += len(miss)
         if miss:
             fresh = run([items[i] for i in miss])
-            for i, v in zip(miss, fresh):
-                out[i] = v
-                if self.cache is not None and not isinstance(v, str):
-                    self.cache.put(keys[i], v)
+            for i, r in zip(miss, fresh):
+                out[i] = r
+                if self.cache is not None and r.ok:  # errors are retried on the next run, never cached
+                    self.cache.put(keys[i], r.value)
         return out
 
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20):
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
         items = [(self.encode(p), k) for p in prompts]
+        # JSON keys are strings: token ids go into the cache as str and come back as int
         res = self._cached_batch("top", items, lambda xs: [
-            {str(t): v for t, v in d.items()} if isinstance(d, dict) else d
-            for d in self.inner.top_logprobs([ids for ids, _ in xs], k)])
-        return [{int(t): v for t, v in d.items()} if isinstance(d, dict) else d for d in res]
+            Scored({str(t): v for t, v in r.value.items()}) if r.ok else r
+            for r in self.inner.top_logprobs([ids for ids, _ in xs], k)])
+        return [Scored({int(t): v for t, v in r.value.items()}) if r.ok else r for r in res]
 
-    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]):
+    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
+                            ) -> list[Scored[list[float]]]:
         items = [(self.encode(p), list(c)) for p, c in zip(prompts, continuations)]
         return self._cached_batch("score", items, lambda xs: self.inner.score_continuations(
             [ids for ids, _ in xs], [c for _, c in xs]))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cai.engine.base import Completion, Engine, Result, SamplingParams
+from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
 from cai.models import model_hash, resolve_model
 
 
@@ -170,7 +170,12 @@ class HFEngine(Engine):
         logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # (B, T, V)
         return torch.log_softmax(logits.float(), dim=-1), ids.shape[1]
 
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
+    # ---- weights (PPO) ---------------------------------------------------------------------------
+    def load_weights(self, named_tensors) -> None:
+        """`WeightSync`: load `(checkpoint name, tensor)` pairs into this engine's own copy of the model."""
+        self.model.load_state_dict({k: v.to(self.device) for k, v in named_tensors}, strict=True)
+
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
         seqs = [self.encode(p) for p in prompts]
         out: list[Any] = [None] * len(seqs)
         for lo in range(0, len(seqs), self.batch_size):
@@ -178,16 +183,17 @@ class HFEngine(Engine):
             ok = [(i, s) for i, s in chunk if len(s) < self.max_model_len]
             for i, s in chunk:
                 if len(s) >= self.max_model_len:
-                    out[i] = self._too_long(len(s))
+                    out[i] = Scored(error=self._too_long(len(s)))
             if not ok:
                 continue
             logp, _ = self._forward([s for _, s in ok])
             vals, idx = logp[:, -1].topk(k, dim=-1)
             for (i, _), v, ix in zip(ok, vals.tolist(), idx.tolist()):
-                out[i] = dict(zip(ix, v))
+                out[i] = Scored(dict(zip(ix, v)))
         return out
 
-    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]):
+    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
+                            ) -> list[Scored[list[float]]]:
         seqs = [(self.encode(p), list(c)) for p, c in zip(prompts, continuations)]
         out: list[Any] = [None] * len(seqs)
         for lo in range(0, len(seqs), self.batch_size):
@@ -195,11 +201,11 @@ class HFEngine(Engine):
             ok = [(i, p, c) for i, (p, c) in chunk if len(p) + len(c) <= self.max_model_len]
             for i, (p, c) in chunk:
                 if len(p) + len(c) > self.max_model_len:
-                    out[i] = self._too_long(len(p) + len(c))
+                    out[i] = Scored(error=self._too_long(len(p) + len(c)))
             if not ok:
                 continue
             logp, T = self._forward([p + c for _, p, c in ok])
             for row, (i, _, c) in enumerate(ok):
                 start = T - len(c)  # continuation token j sits at T-len(c)+j, predicted from the step before
-                out[i] = [float(logp[row, start + j - 1, t]) for j, t in enumerate(c)]
+                out[i] = Scored([float(logp[row, start + j - 1, t]) for j, t in enumerate(c)])
         return out

@@ -16,8 +16,6 @@ servers that do not return them.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import functools
 import logging
 import os
 import queue
@@ -27,18 +25,26 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cai.engine.base import Completion, Engine, Message, Result, SamplingParams
+from cai.engine.base import Completion, Engine, Message, Result, SamplingParams, Scored
+from cai.engine.openai_wire import (
+    TOKEN_ID_PREFIX,
+    RequestFailed,
+    as_scored,
+    chat_logprobs,
+    completion_logprobs,
+    describe_error,
+    load_tokenizer,
+    per_prompt,
+    prompt_tokens,
+    retry_after,
+    server_message,
+    v1_url,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 4096
-_TOKEN_ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids` spelling of a token
-_MAX_RETRY_AFTER = 300.0  # seconds; a server asking for longer is treated as asking for this
 _COOLDOWN = 5.0  # seconds a base URL is passed over after a failed attempt, while another one is healthy
-
-
-class RequestFailed(Exception):
-    """A request that failed for good: a non-retryable status, or retries exhausted."""
 
 
 class OpenAIEngine(Engine):
@@ -65,12 +71,12 @@ class OpenAIEngine(Engine):
             raise ValueError("base_urls is empty")
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0:
             raise ValueError("need max_concurrency >= 1, max_retries >= 0, timeout > 0 and backoff >= 0")
-        self.base_urls = [_v1(u) for u in urls]
+        self.base_urls = [v1_url(u) for u in urls]
         self.model_id = model
         self.request_model = served_model_name or model
         self.max_concurrency, self.max_retries, self.backoff = max_concurrency, max_retries, backoff
         self.vllm_extensions = vllm_extensions
-        self.tokenizer, self.model_hash = _load_tokenizer(model, tokenizer)
+        self.tokenizer, self.model_hash = load_tokenizer(model, tokenizer)
 
         # Per base URL, touched only on the loop thread: requests in flight, and when it may be used again.
         self._inflight = [0] * len(self.base_urls)
@@ -120,28 +126,28 @@ class OpenAIEngine(Engine):
 
     # ---- batch -----------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Any], params: SamplingParams | Sequence[SamplingParams]) -> list[Result]:
-        plist = _per_prompt(params, len(prompts))
+        plist = per_prompt(params, len(prompts))
         return self._gather([lambda p=p, sp=sp: self._generate_one(p, sp) for p, sp in zip(prompts, plist)])
 
     def chat(self, conversations: Sequence[list[Message]], params, *, continue_final_message: bool = False
              ) -> list[Result]:
         """Like `Engine.chat`, but through `/v1/chat/completions`: the server applies the chat template."""
-        plist = _per_prompt(params, len(conversations))
+        plist = per_prompt(params, len(conversations))
         return self._gather([lambda c=c, sp=sp: self._chat_one(c, sp, continue_final_message)
                              for c, sp in zip(conversations, plist)])
 
     # ---- scoring ---------------------------------------------------------------------------------
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
         async def one(prompt):
             body = {**self._prompt_body(prompt), "max_tokens": 1, "temperature": 0, "logprobs": k}
             if self.vllm_extensions:
                 body["return_tokens_as_token_ids"] = True
             choice = (await self._post("/completions", body))["choices"][0]
             return {self._token_id(t): float(lp) for t, lp in choice["logprobs"]["top_logprobs"][0].items()}
-        return self._gather([lambda p=p: _as_error_str(one(p)) for p in prompts])
+        return self._gather([lambda p=p: as_scored(one(p)) for p in prompts])
 
     def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
-                            ) -> list[list[float] | str]:
+                            ) -> list[Scored[list[float]]]:
         async def one(prompt, cont):
             cont = list(cont)
             ids = self.encode(prompt)
@@ -159,11 +165,11 @@ class OpenAIEngine(Engine):
             if len(values) < len(cont) or any(v is None for v in values):
                 raise RequestFailed(f"server returned no log-prob for some continuation tokens "
                                     f"(prompt {n} tokens, continuation {len(cont)})")
-            if tokens and str(tokens[0]).startswith(_TOKEN_ID_PREFIX) and \
+            if tokens and str(tokens[0]).startswith(TOKEN_ID_PREFIX) and \
                     [self._token_id(t) for t in tokens] != cont:
                 raise RequestFailed("server re-tokenized the echoed prompt; continuation tokens do not line up")
             return [float(v) for v in values]
-        return self._gather([lambda p=p, c=c: _as_error_str(one(p, c)) for p, c in zip(prompts, continuations)])
+        return self._gather([lambda p=p, c=c: as_scored(one(p, c)) for p, c in zip(prompts, continuations)])
 
     # ---- text <-> tokens -------------------------------------------------------------------------
     def format_chat(self, messages: list[Message], *, continue_final_message: bool = False) -> list[int]:
@@ -196,11 +202,11 @@ class OpenAIEngine(Engine):
         try:
             body = {**self._prompt_body(prompt), **self._sampling_body(params)}
             data = await self._post("/completions", body)
-            comps = [self._completion(c, c.get("text") or "", _completion_logprobs(c, params))
+            comps = [self._completion(c, c.get("text") or "", completion_logprobs(c, params))
                      for c in sorted(data["choices"], key=lambda c: c.get("index", 0))]
-            return Result(outputs=comps, prompt_tokens=_prompt_tokens(data))
+            return Result(outputs=comps, prompt_tokens=prompt_tokens(data))
         except Exception as e:  # noqa: BLE001 - a failed request is an error on its row, never a crash
-            return Result(error=_describe(e))
+            return Result(error=describe_error(e))
 
     async def _chat_one(self, messages: list[Message], params: SamplingParams, continue_final: bool) -> Result:
         try:
@@ -210,11 +216,11 @@ class OpenAIEngine(Engine):
             if continue_final:  # vLLM extension: leave the last assistant message open
                 body.update(continue_final_message=True, add_generation_prompt=False)
             data = await self._post("/chat/completions", body)
-            comps = [self._completion(c, (c.get("message") or {}).get("content") or "", _chat_logprobs(c, params))
+            comps = [self._completion(c, (c.get("message") or {}).get("content") or "", chat_logprobs(c, params))
                      for c in sorted(data["choices"], key=lambda c: c.get("index", 0))]
-            return Result(outputs=comps, prompt_tokens=_prompt_tokens(data))
+            return Result(outputs=comps, prompt_tokens=prompt_tokens(data))
         except Exception as e:  # noqa: BLE001 - a failed request is an error on its row, never a crash
-            return Result(error=_describe(e))
+            return Result(error=describe_error(e))
 
     def _prompt_body(self, prompt: Any) -> dict[str, Any]:
         if isinstance(prompt, str):
@@ -251,8 +257,8 @@ class OpenAIEngine(Engine):
         return Completion(text, [int(t) for t in ids], lp[0] if lp else None, reason)
 
     def _token_id(self, token: str) -> int:
-        if token.startswith(_TOKEN_ID_PREFIX):
-            return int(token[len(_TOKEN_ID_PREFIX):])
+        if token.startswith(TOKEN_ID_PREFIX):
+            return int(token[len(TOKEN_ID_PREFIX):])
         # A decoded token string: map it back through the local tokenizer when it is one token.
         self._need_tokenizer("mapping token strings to ids")
         ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -270,7 +276,7 @@ class OpenAIEngine(Engine):
         import httpx
 
         for attempt in range(self.max_retries + 1):
-            retry_after = None
+            wait_s = None
             async with self._sem:
                 i = self._pick_url()  # after the wait for a slot, so the load it sees is current
                 url = self.base_urls[i] + path
@@ -285,15 +291,15 @@ class OpenAIEngine(Engine):
             if r is not None:
                 if r.status_code == 200:
                     return r.json()
-                err = f"HTTP {r.status_code} from {url}: {_server_message(r)}"
+                err = f"HTTP {r.status_code} from {url}: {server_message(r)}"
                 if r.status_code != 429 and r.status_code < 500:
                     raise RequestFailed(err)  # the request itself is wrong: retrying cannot help
-                retry_after = _retry_after(r.headers.get("retry-after"))
+                wait_s = retry_after(r.headers.get("retry-after"))
             self._cool_until[i] = time.monotonic() + _COOLDOWN
             if attempt == self.max_retries:
                 break
             # Exponential backoff with full jitter in [0.5, 1.5) x, unless the server said how long to wait.
-            delay = retry_after if retry_after is not None else self.backoff * 2 ** attempt * (0.5 + random.random())
+            delay = wait_s if wait_s is not None else self.backoff * 2 ** attempt * (0.5 + random.random())
             await asyncio.sleep(delay)
         raise RequestFailed(f"{err} (gave up after {self.max_retries + 1} attempts)")
 
@@ -325,103 +331,3 @@ class OpenAIEngine(Engine):
         async def run():
             return await asyncio.gather(*(f() for f in factories))
         return self._call(run())
-
-
-# ---- helpers ------------------------------------------------------------------------------------
-
-def _v1(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def _load_tokenizer(model: str, tokenizer: str | None):
-    """(tokenizer or None, model_hash). The hash covers the weights when `model` is a local model."""
-    from cai.models import model_hash, resolve_model
-
-    try:
-        path = resolve_model(tokenizer or model)
-        tok = _auto_tokenizer(str(path))
-    except Exception as e:  # noqa: BLE001 - a hosted model name has no local tokenizer; that is allowed
-        log.warning("no local tokenizer for %r (%s): text prompts and chat rendering need one",
-                    tokenizer or model, e)
-        return None, "openai:" + model
-    has_weights = any(f.suffix in (".safetensors", ".bin") for f in path.iterdir())
-    if tokenizer in (None, model) and has_weights:
-        return tok, model_hash(path)
-    return tok, "openai:" + model
-
-
-@functools.lru_cache(maxsize=8)
-def _auto_tokenizer(path: str):
-    """Shared by engines on the same model (e.g. one per server pool), so each loads it once."""
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(path)
-
-
-def _per_prompt(params, n: int) -> list[SamplingParams]:
-    plist = list(params) if isinstance(params, (list, tuple)) else [params] * n
-    if len(plist) != n:
-        raise ValueError(f"{len(plist)} sampling params for {n} prompts")
-    return plist
-
-
-def _completion_logprobs(choice: dict, p: SamplingParams):
-    """`/v1/completions` logprobs -> (per-token logprobs, token ids if spelled as `token_id:N`)."""
-    lp = choice.get("logprobs")
-    if not p.logprobs or not lp:
-        return None
-    tokens = lp.get("tokens") or []
-    ids = [int(t[len(_TOKEN_ID_PREFIX):]) for t in tokens] \
-        if tokens and all(t.startswith(_TOKEN_ID_PREFIX) for t in tokens) else None
-    return [float(v) for v in lp["token_logprobs"]], ids
-
-
-def _chat_logprobs(choice: dict, p: SamplingParams):
-    """`/v1/chat/completions` logprobs (`{"content": [{"token", "logprob"}, ...]}`) -> same as above."""
-    lp = choice.get("logprobs")
-    if not p.logprobs or not lp:
-        return None
-    content = lp.get("content") or []
-    tokens = [c["token"] for c in content]
-    ids = [int(t[len(_TOKEN_ID_PREFIX):]) for t in tokens] \
-        if tokens and all(t.startswith(_TOKEN_ID_PREFIX) for t in tokens) else None
-    return [float(c["logprob"]) for c in content], ids
-
-
-def _prompt_tokens(data: dict) -> int:
-    return int((data.get("usage") or {}).get("prompt_tokens") or 0)
-
-
-def _server_message(r) -> str:
-    try:
-        err = r.json().get("error", r.json())
-        msg = err.get("message", err) if isinstance(err, dict) else err
-    except Exception:  # noqa: BLE001 - the body is not JSON: use it as text
-        msg = r.text
-    return str(msg).strip()[:500] or r.reason_phrase
-
-
-def _retry_after(value: str | None) -> float | None:
-    """`Retry-After` is either seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            secs = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(secs, 0.0), _MAX_RETRY_AFTER)
-
-
-def _describe(e: Exception) -> str:
-    return str(e) if isinstance(e, RequestFailed) else f"{type(e).__name__}: {e}"
-
-
-async def _as_error_str(coro: Awaitable):
-    """Scoring rows report failure as a string, like the other backends."""
-    try:
-        return await coro
-    except Exception as e:  # noqa: BLE001 - a failed row, not a failed batch
-        return _describe(e)

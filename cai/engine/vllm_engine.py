@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from cai.engine.base import Completion, Engine, Result, SamplingParams
+from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
 from cai.models import model_hash, resolve_model
 
 
@@ -167,7 +167,7 @@ class VLLMEngine(Engine):
     def _fail(self, rid: str, err: str):
         kind = self._kind.pop(rid, "gen")
         self._extra.pop(rid, None)
-        return Result(error=err) if kind == "gen" else err
+        return Result(error=err) if kind == "gen" else Scored(error=err)
 
     # ---- scoring ---------------------------------------------------------------------------------
     def _run(self, items: list[tuple[list[int], Any, str, Any]]) -> list[Any]:
@@ -178,13 +178,14 @@ class VLLMEngine(Engine):
             out.update(self.poll())
         return [out[f"_s{i}"] for i in range(len(items))]
 
-    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[dict[int, float] | str]:
+    def top_logprobs(self, prompts: Sequence[Any], k: int = 20) -> list[Scored[dict[int, float]]]:
         import vllm
         sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=k, detokenize=False,
                                  output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY)
         return self._run([(self.encode(p), sp, "top", None) for p in prompts])
 
-    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]):
+    def score_continuations(self, prompts: Sequence[Any], continuations: Sequence[list[int]]
+                            ) -> list[Scored[list[float]]]:
         import vllm
         sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
                                  output_kind=vllm.sampling_params.RequestOutputKind.FINAL_ONLY)
@@ -196,7 +197,8 @@ class VLLMEngine(Engine):
 
     # ---- weights (PPO) ---------------------------------------------------------------------------
     def load_weights(self, named_tensors) -> None:
-        """Update the served weights in place (in-process engine), then drop stale prefix-cache blocks."""
+        """`WeightSync`: update the served weights in place (in-process engine), then drop the prefix-cache
+        blocks, whose KV was computed with the old weights."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
         self.llm.reset_prefix_cache()
 
@@ -229,15 +231,15 @@ def _gen_result(out, _extra) -> Result:
     return Result(outputs=comps, prompt_tokens=len(out.prompt_token_ids or []))
 
 
-def _top_result(out, _extra) -> dict[int, float]:
+def _top_result(out, _extra) -> Scored[dict[int, float]]:
     step = out.outputs[0].logprobs[0]
-    return {int(t): float(lp.logprob) for t, lp in step.items()}
+    return Scored({int(t): float(lp.logprob) for t, lp in step.items()})
 
 
-def _score_result(out, extra) -> list[float]:
+def _score_result(out, extra) -> Scored[list[float]]:
     n_prompt, cont = extra
     plp = out.prompt_logprobs  # position i: {token_id: Logprob} for prompt token i (None at 0)
-    return [float(plp[n_prompt + j][t].logprob) for j, t in enumerate(cont)]
+    return Scored([float(plp[n_prompt + j][t].logprob) for j, t in enumerate(cont)])
 
 
 _CONVERT = {"gen": _gen_result, "top": _top_result, "score": _score_result}

@@ -2,17 +2,19 @@
 
 `sync_weights(engine, model)` takes a transformers causal LM (or a peft LoRA wrapper of one) and makes the
 engine sample from exactly those weights:
-  - vLLM (in-process engine): `collective_rpc("reload_weights", weights_iterator=...)` loads the tensors in
-    place under their checkpoint names, then the prefix cache is reset (its KV blocks were computed with the
-    old weights). vLLM 0.32: `vllm/v1/worker/gpu_model_runner.py::reload_weights`.
-  - transformers engine: `load_state_dict` into the engine's own copy of the model.
+  - vLLM (in-process engine, `VLLMEngine.load_weights`): `collective_rpc("reload_weights", weights_iterator=...)`
+    loads the tensors in place under their checkpoint names, then the prefix cache is reset (its KV blocks
+    were computed with the old weights). vLLM 0.32: `vllm/v1/worker/gpu_model_runner.py::reload_weights`.
+  - transformers engine (`HFEngine.load_weights`): `load_state_dict` into the engine's own copy of the model.
+Both implement the `WeightSync` protocol of `cai.engine.base`.
 A LoRA policy is synced merged (W + scale·BA computed per layer, without touching the trained weights), so
 the engine needs no LoRA support and serves what `cai train merge` would export.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+
+from cai.engine.base import WeightSync
 
 
 def policy_weights(model) -> list[tuple[str, object]]:
@@ -40,24 +42,10 @@ def policy_weights(model) -> list[tuple[str, object]]:
         return out
 
 
-def _sync_vllm(engine, weights) -> None:
-    engine.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-    engine.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
-
-
-def _sync_hf(engine, weights) -> None:
-    target = engine.model
-    state = {k: v.to(target.device) for k, v in weights}
-    target.load_state_dict(state, strict=True)
-
-
-SYNCS: dict[str, Callable] = {"vllm": _sync_vllm, "hf": _sync_hf}
-
-
 def sync_weights(engine, model) -> float:
-    """Load `model`'s weights into `engine`; returns the seconds it took."""
+    """Load `model`'s weights into `engine` (a `WeightSync`); returns the seconds it took."""
     t0 = time.perf_counter()
-    if engine.name not in SYNCS:
+    if not isinstance(engine, WeightSync):
         raise ValueError(f"engine {engine.name!r} cannot receive weights (use vllm or hf for rollouts)")
-    SYNCS[engine.name](engine, policy_weights(model))
+    engine.load_weights(policy_weights(model))
     return time.perf_counter() - t0

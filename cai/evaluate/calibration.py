@@ -14,6 +14,12 @@ import json
 import sys
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.feedback.config import LabelConfig
+from cai.feedback.evaluate import read_labelled
+from cai.feedback.judge import Comparison, Judge
+from cai.stage import add_engine_args, engine_from_args
+
 CONTENT_FREE = "N/A"
 
 
@@ -30,8 +36,6 @@ def accuracy_with_calibration(engine, constitution, rows: list[dict[str, Any]], 
                               few_shot: bool = True) -> dict[str, Any]:
     """Judge accuracy on labelled pairs `{prompt, response_a, response_b, label}`, plain and contextually
     calibrated, in one engine batch (each pair also judged with both responses content-free)."""
-    from cai.feedback.config import LabelConfig
-    from cai.feedback.judge import Comparison, Judge
     judge = Judge(engine, constitution, LabelConfig(seed=seed, few_shot=few_shot))
     real = [Comparison(key=str(i), prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"])
             for i, r in enumerate(rows)]
@@ -54,9 +58,6 @@ def accuracy_with_calibration(engine, constitution, rows: list[dict[str, Any]], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cai.constitution import load_constitution
-    from cai.feedback.evaluate import read_labelled
-    from cai.stage import add_engine_args, engine_from_args
     p = argparse.ArgumentParser(prog="python -m cai.evaluate.calibration")
     p.add_argument("--data", required=True)
     p.add_argument("--constitution", default="harmless")

@@ -1,19 +1,52 @@
-"""CLI of `cai eval values`. Import-light: flags become a `ValuesConfig`."""
+"""`cai eval`: the one command group for evaluations. `judge` (a judge's accuracy on labelled pairs),
+`values` (a model against a baseline on held-out prompts) and `agreement` (AI vs human labels).
+
+Flags become each evaluation's config; the evaluations themselves are library functions in this package
+and in `cai.feedback.evaluate`.
+"""
 from __future__ import annotations
 
 import argparse
 
+from cai.evaluate.agreement import AgreementConfig, eval_agreement
 from cai.evaluate.config import DEFAULT_BENIGN, DEFAULT_HARMFUL, ValuesConfig
+from cai.evaluate.values import eval_values
+from cai.feedback.cli import add_label_flags, label_config_from_args
+from cai.feedback.evaluate import eval_judge
+from cai.stage import add_engine_args, engine_config_from_args, parse_engine_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    # `cai eval` may already exist (cai.feedback.cli registers `eval judge`): reuse its sub-parsers.
-    ev = sub.choices.get("eval")
-    if ev is None:
-        ev = sub.add_parser("eval", help="evaluate models and judges")
-        ev._cai_sub = ev.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(ev))
-    p = ev._cai_sub.add_parser("values", help="refusal, over-refusal, judge preference and length of a model "
-                               "against a baseline on held-out prompts, with bootstrap intervals")
+    ev = sub.add_parser("eval", help="evaluate models and judges")
+    esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(ev))
+    _register_judge(esub)
+    _register_values(esub)
+    _register_agreement(esub)
+
+
+# --- judge ---------------------------------------------------------------------------------------
+
+def _register_judge(esub) -> None:
+    p = esub.add_parser("judge", help="judge accuracy, log-likelihood and calibration on labelled pairs")
+    p.add_argument("--data", required=True, help="JSONL {prompt, response_a, response_b, label: A|B}")
+    p.add_argument("--out", default=None, help="report JSON (top-level `accuracy`)")
+    p.add_argument("--seed", type=int, default=0)
+    add_label_flags(p)
+    add_engine_args(p, model_flag="--judge")
+    p.set_defaults(func=_cmd_judge)
+
+
+def _cmd_judge(args) -> int:
+    eval_judge(data=args.data, constitution=args.constitution, config=label_config_from_args(args, args.seed),
+               out=args.out, engine=engine_config_from_args(args))
+    return 0
+
+
+# --- values --------------------------------------------------------------------------------------
+
+def _register_values(esub) -> None:
+    p = esub.add_parser("values", help="refusal, over-refusal, judge preference and length of a model "
+                        "against a baseline on held-out prompts, with bootstrap intervals")
     p.add_argument("--model", required=True, help="model to evaluate (alias, HF dir, e.g. runs/sft)")
     p.add_argument("--baseline", default="smollm2-135m", help="model to compare with (default smollm2-135m)")
     p.add_argument("--constitution", default="harmless", help="judge principles and scoring rubric")
@@ -34,16 +67,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra engine argument (JSON value), e.g. kv_cache_memory_bytes=536870912")
-    p.set_defaults(func=_cmd)
+    p.set_defaults(func=_cmd_values)
 
 
-def _cmd(a) -> int:
-    from cai.evaluate.values import eval_values
-    from cai.stage import parse_engine_args
+def _cmd_values(a) -> int:
     eval_values(ValuesConfig(model=a.model, baseline=a.baseline, constitution=a.constitution, harmful=a.harmful,
                              benign=a.benign, out=a.out, judge=a.judge, pairwise=not a.no_judge,
                              judge_few_shot=a.judge_few_shot,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
                              bootstrap=a.bootstrap, seed=a.seed, limit=a.limit, engine=a.engine,
                              max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg)))
+    return 0
+
+
+# --- agreement -----------------------------------------------------------------------------------
+
+def _register_agreement(esub) -> None:
+    a = esub.add_parser("agreement", help="AI vs human labels: accuracy, Cohen's kappa, calibration")
+    a.add_argument("--data", required=True, help="the labelled dataset dir")
+    a.add_argument("--db", default="", help="label store (default DATA/human_labels.sqlite)")
+    a.add_argument("--out", default="", help="output dir for agreement.json and calibration.png "
+                   "(default DATA/agreement)")
+    a.add_argument("--bins", type=int, default=5, help="calibration bins over p_chosen in [0.5, 1]")
+    a.set_defaults(func=_cmd_agreement)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _cmd_agreement(args) -> int:
+    cfg = AgreementConfig(data=args.data, db=args.db, out=args.out, bins=args.bins)
+    r = eval_agreement(cfg)
+    rows = [("overall", r["overall"])] + list(r["per_principle"].items())
+    print(f"{'principle':<28} {'pairs':>6} {'voted':>6} {'acc_n':>6} {'AI acc':>7} {'k(h,AI)':>8} {'k(h,h)':>7}")
+    for name, s in rows:
+        print(f"{name[:28]:<28} {s['pairs']:>6} {s['human_labelled']:>6} {s['accuracy_n']:>6} "
+              f"{_fmt(s['ai_accuracy']):>7} {_fmt(s['kappa_human_ai']):>8} {_fmt(s['kappa_annotators']['mean']):>7}")
+    cal = r["overall"]["calibration"]
+    print(f"calibration (ECE {_fmt(cal['ece'])}, {cal['n']} pairs): " + ", ".join(
+        f"[{b['lo']:.2f},{b['hi']:.2f}) n={b['n']} p={_fmt(b['mean_p'])} human={_fmt(b['human_rate'])}"
+        for b in cal["bins"]))
+    print(f"wrote {cfg.out}/agreement.json and {cfg.out}/calibration.png")
     return 0

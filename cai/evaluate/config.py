@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.engine import SamplingParams
 from cai.errors import InputError
 from cai.resources import shipped_dir
 
@@ -93,7 +94,6 @@ class ValuesConfig:
         return self.judge or self.baseline
 
     def sampling(self):
-        from cai.engine import SamplingParams
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
 
     def engine_flags(self) -> list[str]:

@@ -21,10 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.constitution.templates import score_range
+from cai.data.sources import load_prompts, read_rows
+from cai.data.store import RequestCache, default_cache_path
+from cai.engine import make_engine
+from cai.engine.cached import CachedEngine
 from cai.errors import CaiError
 from cai.evaluate.config import ROLES, ValuesConfig
 from cai.evaluate.refusal import detect
 from cai.evaluate.stats import bootstrap_ci, paired_diff_ci
+from cai.feedback.config import LabelConfig
+from cai.feedback.judge import Comparison, Judge
+from cai.feedback.score import score_responses
+from cai.feedback.soft_labels import Preference
+from cai.generate import generate
+from cai.stage import print_summary
 
 FIGURES = {  # name -> (prompt set, description), in table order
     "refusal_rate": ("harmful", "refusals on held-out harmful prompts (detector)"),
@@ -51,7 +63,6 @@ class ChildError(CaiError):
 
 def _prompt_file(cfg: ValuesConfig, out: Path) -> tuple[Path, list[dict[str, Any]]]:
     """Both prompt sets in one JSONL (ids prefixed with the set), so each model answers in one batch."""
-    from cai.data.sources import load_prompts
     rows = []
     for name in ("harmful", "benign"):
         for r in load_prompts(getattr(cfg, name), limit=cfg.limit or None):
@@ -72,10 +83,8 @@ def _answer_cmd(cfg: ValuesConfig, role: str, prompts: Path, dest: Path) -> list
 def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{role: {prompt id: responses row}}. With given engines, in-process; otherwise both models answer
     at once, each in its own `cai generate` child (cached and resumable under OUT/answers/<role>)."""
-    from cai.data.sources import read_rows
     dest = {role: out / "answers" / role for role in ROLES}
     if all(engines.get(role) is not None for role in ROLES):
-        from cai.generate import generate
         for role in ROLES:
             generate(prompts=str(prompts), out=str(dest[role]), params=cfg.sampling(), seed=cfg.seed,
                      system=cfg.system, overwrite=True, engine=engines[role])
@@ -111,9 +120,6 @@ def pair_score(p_model: float | None, a: str, b: str) -> float:
 def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple[dict[str, float], int]:
     """{prompt id: pair_score} of model vs baseline on every prompt, in one judge batch; and the number of
     pairs the judge could not score (they tie)."""
-    from cai.feedback.config import LabelConfig
-    from cai.feedback.judge import Comparison, Judge
-    from cai.feedback.labels import Preference
     judge = Judge(engine, constitution, LabelConfig(principles=cfg.judge_principles, few_shot=cfg.judge_few_shot,
                                                    seed=cfg.seed))
     cmps = [Comparison(key=r["id"], prompt=r["prompt"], r1=answers["model"][r["id"]],
@@ -127,8 +133,6 @@ def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple
 
 def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, float | None]]:
     """{role: {prompt id: score on the rubric's own scale}} for benign prompts (d-RLAIF expected score)."""
-    from cai.feedback.score import score_responses
-    from cai.templates import score_range
     lo, hi = score_range(constitution)
     benign = [r for r in rows if r["set"] == "benign"]
     out = {}
@@ -204,8 +208,6 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
     `engines` (tests, or callers holding engines) maps "model", "baseline" and "judge" to open engines;
     without it each model answers in its own `cai generate` process and the judge opens here.
     """
-    from cai.constitution import load_constitution
-    from cai.stage import print_summary
 
     t0 = time.perf_counter()
     # 1. inputs
@@ -255,9 +257,6 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
 
 
 def _open_judge(cfg: ValuesConfig):
-    from cai.data.store import RequestCache, default_cache_path
-    from cai.engine import make_engine
-    from cai.engine.cached import CachedEngine
     engine = make_engine(cfg.engine, cfg.judge_model, max_model_len=cfg.max_model_len, seed=cfg.seed,
                          **cfg.engine_args)
     return CachedEngine(engine, RequestCache(default_cache_path()))

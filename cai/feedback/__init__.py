@@ -3,10 +3,10 @@
     config.py   SampleConfig, LabelConfig
     sample.py   K responses per prompt from the policy, paired        (`cai sample`:  sample())
     judge.py    comparison prompts, context fitting, batched scoring  (Judge)
-    labels.py   the label math: option normalisation, both orders, clamp, d-RLAIF expectation
+    soft_labels.py  the label math: option normalisation, both orders, clamp, d-RLAIF expectation
     label.py    the `prefs` dataset and its statistics                 (`cai label`, `cai rlaif`: label(), rlaif())
     score.py    d-RLAIF rewards for PPO                                (score_responses())
-    evaluate.py judge accuracy on labelled pairs                       (`cai eval judge`: eval_judge())
+    evaluate.py judge accuracy on labelled pairs                       (`cai eval judge`, in cai/evaluate/cli.py)
 """
 from cai.feedback.config import LabelConfig, SampleConfig
 

@@ -1,7 +1,15 @@
-"""CLI of the feedback stage: `cai sample`, `cai label`, `cai rlaif`, `cai eval judge`. Import-light."""
+"""CLI of the feedback stage: `cai sample`, `cai label`, `cai rlaif` (`cai eval judge` reuses its labelling flags)."""
 from __future__ import annotations
 
 import argparse
+
+from cai.data.sources import DEFAULT_PROMPTS
+from cai.errors import InputError
+from cai.feedback.config import LabelConfig, SampleConfig
+from cai.feedback.label import label, rlaif
+from cai.feedback.sample import sample
+from cai.generate import check_sampling_flags
+from cai.stage import add_engine_args, engine_config_from_args
 
 DEFAULT_CONSTITUTION = "harmless"
 
@@ -20,7 +28,7 @@ def _sample_flags(p) -> None:
     g.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
 
 
-def _label_flags(p, *, with_data: bool = True) -> None:
+def add_label_flags(p) -> None:
     g = p.add_argument_group("labelling")
     g.add_argument("--constitution", default=DEFAULT_CONSTITUTION, help="name or path (default: harmless)")
     g.add_argument("--cot", action="store_true", help="chain-of-thought mode (compare_cot.j2), p clamped")
@@ -35,9 +43,8 @@ def _label_flags(p, *, with_data: bool = True) -> None:
     g.add_argument("--batch-pairs", type=int, default=256, help="pairs per engine batch (and per log flush)")
 
 
-def _flag_errors(build):
+def flag_errors(build):
     """Build a config from flags; a field error names the flag (`top_p` -> `--top-p`)."""
-    from cai.errors import InputError
     try:
         return build()
     except InputError as e:
@@ -46,12 +53,11 @@ def _flag_errors(build):
         raise
 
 
-def _label_config(args, seed: int):
-    return _flag_errors(lambda: _label_config_unchecked(args, seed))
+def label_config_from_args(args, seed: int):
+    return flag_errors(lambda: _label_config_unchecked(args, seed))
 
 
 def _label_config_unchecked(args, seed: int):
-    from cai.feedback.config import LabelConfig
     return LabelConfig(mode="cot" if args.cot else "compare", principles=args.principles,
                        both_orders=not args.one_order, few_shot=not args.no_few_shot, top_k=args.top_k,
                        clamp=None if args.no_clamp else tuple(args.clamp), cot_max_tokens=args.cot_max_tokens,
@@ -59,25 +65,21 @@ def _label_config_unchecked(args, seed: int):
 
 
 def _sample_config(args):
-    from cai.generate import check_sampling_flags
     check_sampling_flags(args)
-    return _flag_errors(lambda: _sample_config_unchecked(args))
+    return flag_errors(lambda: _sample_config_unchecked(args))
 
 
 def _sample_config_unchecked(args):
-    from cai.feedback.config import SampleConfig
     return SampleConfig(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                         pairing=args.pairing, pairs_per_prompt=args.pairs_per_prompt, seed=args.seed,
                         system=args.system)
 
 
 def _prompts(args) -> str:
-    from cai.generate import DEFAULT_PROMPTS
     return args.prompts or DEFAULT_PROMPTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.stage import add_engine_args
 
     p = sub.add_parser("sample", help="K policy responses per prompt, paired; writes `samples` and `pairs`")
     _sample_flags(p)
@@ -93,13 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    _label_flags(p)
+    add_label_flags(p)
     add_engine_args(p, model_flag="--judge")
     p.set_defaults(func=_cmd_label)
 
     p = sub.add_parser("rlaif", help="sample from a policy and label with a judge, in one dataset")
     _sample_flags(p)
-    _label_flags(p)
+    add_label_flags(p)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
@@ -107,49 +109,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", default=None, help="judge model (default: the policy model)")
     p.set_defaults(func=_cmd_rlaif)
 
-    # `cai eval` may gain sub-commands from other stages: reuse its sub-parsers when it exists.
-    ev = sub.choices.get("eval")
-    if ev is None:
-        ev = sub.add_parser("eval", help="evaluate models and judges")
-        ev._cai_sub = ev.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(ev))
-    esub = ev._cai_sub
-    p = esub.add_parser("judge", help="judge accuracy, log-likelihood and calibration on labelled pairs")
-    p.add_argument("--data", required=True, help="JSONL {prompt, response_a, response_b, label: A|B}")
-    p.add_argument("--out", default=None, help="report JSON (top-level `accuracy`)")
-    p.add_argument("--seed", type=int, default=0)
-    _label_flags(p)
-    add_engine_args(p, model_flag="--judge")
-    p.set_defaults(func=_cmd_eval_judge)
-
 
 def _cmd_sample(args) -> int:
-    from cai.feedback.sample import sample
     sample(prompts=_prompts(args), out=args.out, config=_sample_config(args), column=args.column, limit=args.limit,
-           overwrite=args.overwrite, engine_args=args)
+           overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
 
 
 def _cmd_label(args) -> int:
-    from cai.feedback.label import label
-    label(data=args.data, out=args.out, constitution=args.constitution, config=_label_config(args, args.seed),
-          overwrite=args.overwrite, engine_args=args)
+    label(data=args.data, out=args.out, constitution=args.constitution, config=label_config_from_args(args, args.seed),
+          overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
 
 
 def _cmd_rlaif(args) -> int:
-    import copy
-
-    from cai.feedback.label import rlaif
-    judge_args = copy.copy(args)
-    judge_args.model = args.judge or args.model
+    policy = engine_config_from_args(args)
     rlaif(prompts=_prompts(args), out=args.out, constitution=args.constitution,
-          sample_config=_sample_config(args), label_config=_label_config(args, args.seed), column=args.column,
-          limit=args.limit, overwrite=args.overwrite, policy_args=args, judge_args=judge_args)
-    return 0
-
-
-def _cmd_eval_judge(args) -> int:
-    from cai.feedback.evaluate import eval_judge
-    eval_judge(data=args.data, constitution=args.constitution, config=_label_config(args, args.seed),
-               out=args.out, engine_args=args)
+          sample_config=_sample_config(args), label_config=label_config_from_args(args, args.seed), column=args.column,
+          limit=args.limit, overwrite=args.overwrite, policy=policy,
+          judge=policy.replace(model=args.judge or args.model))
     return 0

@@ -11,19 +11,24 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.data.sources import read_rows
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
+from cai.feedback.label import check_prompt, skip_reason
+from cai.feedback.soft_labels import Preference
+from cai.stage import as_engine, print_summary
 
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def read_labelled(path: str) -> list[dict[str, Any]]:
-    from cai.data.sources import read_rows
     rows = read_rows(path)
     if not rows:
         raise InputError("no labelled pairs: the file is empty", file=path)
-    from cai.feedback.label import check_prompt
     out, seen = [], set()
     for i, (line, row) in enumerate(rows):
         for col in ("prompt", "response_a", "response_b", "label"):
@@ -70,17 +75,13 @@ def calibration(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], floa
 
 
 def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = None, out: str | None = None,
-               engine=None, engine_args=None) -> dict[str, Any]:
+               engine: Engine | EngineConfig) -> dict[str, Any]:
     """Python API of `cai eval judge`; returns the report (also written to `out` when given)."""
-    from cai.constitution import load_constitution
-    from cai.feedback.label import skip_reason
-    from cai.feedback.labels import Preference
-    from cai.stage import engine_from_args, print_summary
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)
     rows = read_labelled(data)
-    engine = engine or engine_from_args(engine_args, seed=cfg.seed)
+    engine = as_engine(engine, seed=cfg.seed)  # `out` is a report file, not a run directory
     judge = Judge(engine, c, cfg)
     skipped = [r["id"] for r in rows if skip_reason(r)]
     cmps = judge.judge([Comparison(key=r["id"], prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"])

@@ -2,7 +2,7 @@
 
 A comparison of responses r1, r2 becomes 2·k prompts (both orders × k principles). Every prompt of a
 batch goes to the engine together as next-token top log-probs (`max_tokens=1`); the conversation comes
-first in the prompt, so with prefix caching the two orders share it. The label math is in `labels.py`.
+first in the prompt, so with prefix caching the two orders share it. The label math is in `soft_labels.py`.
 """
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.constitution import PrincipleSampler
+from cai.constitution.templates import option_letters
+from cai.engine import SamplingParams
+from cai.engine.base import Scored
 from cai.errors import InputError
-from cai.feedback import labels
+from cai.feedback import soft_labels
 from cai.feedback.config import LabelConfig
+from cai.prompts import render_compare, render_compare_cot
+from cai.stage import request_seed
 
 
 @functools.lru_cache(maxsize=4)
-def _decoded_vocab(tokenizer) -> tuple[str, ...]:
+def decoded_vocab(tokenizer) -> tuple[str, ...]:
     return tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
 
 
@@ -30,10 +36,10 @@ class OptionTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, letters: tuple[str, str]) -> "OptionTokens":
-        decoded = _decoded_vocab(tokenizer)
+        decoded = decoded_vocab(tokenizer)
         variants, canonical = [], []
         for letter in letters:
-            ids = tuple(labels.option_variants(decoded, letter))
+            ids = tuple(soft_labels.option_variants(decoded, letter))
             enc = tokenizer(letter, add_special_tokens=False)["input_ids"]
             if not ids or len(enc) != 1:
                 raise InputError(f"the judge's tokenizer has no single token for option letter {letter!r} "
@@ -69,8 +75,6 @@ class Judge:
     """Scores `Comparison`s with an engine under a constitution and a `LabelConfig`."""
 
     def __init__(self, engine, constitution, config: LabelConfig | None = None):
-        from cai.constitution import PrincipleSampler
-        from cai.templates import option_letters
 
         self.engine, self.c, self.cfg = engine, constitution, config or LabelConfig()
         if not constitution.comparisons:
@@ -87,7 +91,6 @@ class Judge:
 
     # --- prompts ---------------------------------------------------------------------------------
     def _messages(self, principle, prompt, a: str, b: str) -> list[dict]:
-        from cai.templates import render_compare, render_compare_cot
         render = render_compare_cot if self.cfg.mode == "cot" else render_compare
         return render(self.c, [principle], prompt, a, b, few_shot=self.cfg.few_shot)
 
@@ -148,24 +151,25 @@ class Judge:
         n_orders = 2 if self.cfg.both_orders else 1
         for i, items in per.items():
             cmp = comparisons[i]
-            bad = next((pr for pr, _ in items if isinstance(pr, str)), None)
+            bad = next((pr.error for pr, _ in items if not pr.ok), None)
             if cmp.error or bad is not None:
                 cmp.error = cmp.error or bad
                 continue
-            clampf = (lambda p: labels.clamp(p, *self.cfg.clamp)) if (self.cfg.mode == "cot" and self.cfg.clamp) \
+            items = [(pr.value, rat) for pr, rat in items]
+            clampf = (lambda p: soft_labels.clamp(p, *self.cfg.clamp)) if (self.cfg.mode == "cot" and self.cfg.clamp) \
                 else (lambda p: p)
             ab = [clampf(pr.p_first) for pr, _ in items[0::n_orders]]
-            cmp.p_ab = labels.mean(ab)  # principle ensemble: average over the k principles
+            cmp.p_ab = soft_labels.mean(ab)  # principle ensemble: average over the k principles
             if n_orders == 2:
-                cmp.p_ba = labels.mean([clampf(pr.p_first) for pr, _ in items[1::2]])
+                cmp.p_ba = soft_labels.mean([clampf(pr.p_first) for pr, _ in items[1::2]])
                 cmp.rationale_ba = items[1][1]
             cmp.rationale = items[0][1]
-            cmp.mass_outside = labels.mean([pr.mass_outside for pr, _ in items])
+            cmp.mass_outside = soft_labels.mean([pr.mass_outside for pr, _ in items])
             cmp.floored = any(pr.floored for pr, _ in items)
         return comparisons
 
-    def option_probs(self, prompts: list[list[int]]) -> list[labels.OptionProbs | str]:
-        """Next-token option probabilities of each prompt (str on an engine error). A letter with no
+    def option_probs(self, prompts: list[list[int]]) -> list[Scored[soft_labels.OptionProbs]]:
+        """Next-token option probabilities of each prompt (or the engine's error). A letter with no
         variant in the top-k is scored exactly, in one second batch, for its canonical token."""
         if not prompts:
             return []
@@ -173,23 +177,21 @@ class Judge:
         fa, fb = self.options.variants
         missing = []  # (prompt index, canonical token id)
         for i, top in enumerate(tops):
-            if isinstance(top, dict):
+            if top.ok:
                 for ids, canon in zip((fa, fb), self.options.canonical):
-                    if not any(t in top for t in ids):
+                    if not any(t in top.value for t in ids):
                         missing.append((i, canon))
         extra: dict[int, dict[int, float]] = {}
         if missing:
             scored = self.engine.score_continuations([prompts[i] for i, _ in missing], [[t] for _, t in missing])
             for (i, t), s in zip(missing, scored):
-                if not isinstance(s, str):
-                    extra.setdefault(i, {})[t] = s[0]
-        return [top if isinstance(top, str) else labels.option_probs(top, fa, fb, extra.get(i))
+                if s.ok:
+                    extra.setdefault(i, {})[t] = s.value[0]
+        return [Scored(soft_labels.option_probs(top.value, fa, fb, extra.get(i))) if top.ok else top
                 for i, top in enumerate(tops)]
 
     def _with_rationales(self, prompts, owner, comparisons):
         """CoT: generate a rationale after "Let's think step by step:", then append the answer suffix."""
-        from cai.engine import SamplingParams
-        from cai.stage import request_seed
         # The seed names the pair and the prompt's place within it (principle × order), never the position
         # in the batch: a resumed run draws the same rationale and hits the request cache.
         nth: dict[int, int] = {}

@@ -8,13 +8,24 @@ plus the soft label and its evidence.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from cai.constitution import load_constitution
+from cai.data.layout import write_dataset
+from cai.data.sources import as_messages, load_prompts, read_rows
+from cai.data.store import RecordLog, RunDir, content_digest
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.judge import Comparison, Judge
+from cai.feedback.sample import raise_partial, sample_core, sample_tables
+from cai.feedback.soft_labels import Preference
+from cai.stage import Progress, as_engine, open_engine, print_summary, provenance
 
 PAIR_COLUMNS = ("prompt", "response_a", "response_b")
 
@@ -41,7 +52,6 @@ def read_pairs(data: str, config: str | None = "pairs") -> list[dict[str, Any]]:
     """Rows {id, prompt, response_a, response_b, ...}; a missing column is an InputError naming the row."""
     from pathlib import Path
 
-    from cai.data.sources import read_rows
     p = Path(data)
     rows = read_rows(p, config=config if p.is_dir() and (p / (config or "")).is_dir() else None)
     if not rows:
@@ -89,7 +99,6 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
                ) -> dict[str, dict[str, Any]]:
     """Judge every pair not yet in the run's record log, `batch_pairs` at a time; return all records.
     Records with an engine error are retried on the next run (errors are never cached)."""
-    from cai.stage import Progress
 
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}
@@ -124,8 +133,6 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
 
 def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The `prefs` rows and the label statistics for the manifest."""
-    from cai.data.sources import as_messages
-    from cai.feedback.labels import Preference
 
     rows, skips, errors, per_principle, truncated = [], Counter(), [], Counter(), 0
     margins, consistent, outside, floored = [], [], [], 0
@@ -173,23 +180,16 @@ def prefs_table(pairs, done, prov: dict[str, Any]) -> tuple[list[dict[str, Any]]
     return rows, stats
 
 
-def _open(engine, engine_args, seed):
-    from cai.stage import engine_from_args
-    return engine or engine_from_args(engine_args, seed=seed)
-
-
 def label(*, data: str, out: str, constitution: str, config: LabelConfig | None = None, overwrite: bool = False,
-          engine=None, engine_args=None) -> dict[str, Any]:
+          engine: Engine | EngineConfig) -> dict[str, Any]:
     """Python API of `cai label`; returns the manifest."""
-    from cai.constitution import load_constitution
-    from cai.data.store import RunDir, content_digest
 
     cfg = config or LabelConfig()
     c = load_constitution(constitution)
     pairs = read_pairs(data)
     run = RunDir(out, inputs=[data], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = _open(engine, engine_args, cfg.seed)
+        engine = as_engine(engine, seed=cfg.seed, out=out, inputs=[data])
         judge = Judge(engine, c, cfg)
         # keyed by content: an edited pair is a new run, never another pair's label
         run.start({"stage": "label", "data": content_digest([[r["id"], r["prompt"], r["response_a"],
@@ -202,9 +202,6 @@ def label(*, data: str, out: str, constitution: str, config: LabelConfig | None 
 
 
 def _label(judge, run, pairs, out, c, cfg) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.feedback.sample import _raise_partial
-    from cai.stage import provenance
 
     engine = judge.engine
     t0 = time.perf_counter()
@@ -216,62 +213,57 @@ def _label(judge, run, pairs, out, c, cfg) -> dict[str, Any]:
     write_dataset(out, {"prefs": rows}, manifest, title="cai label: AI preference labels",
                   body=CARD.format(judge=engine.model_id, constitution=c.name, mode=cfg.mode, clamp=cfg.clamp))
     _summary("label", stats, out, manifest)
-    _raise_partial(stats["errors"], len(pairs), out)
+    raise_partial(stats["errors"], len(pairs), out)
     return manifest
 
 
 def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleConfig,
           label_config: LabelConfig | None = None, column: str = "prompt", limit: int | None = None,
-          overwrite: bool = False, policy=None, judge_engine=None, policy_args=None, judge_args=None
+          overwrite: bool = False, policy: Engine | EngineConfig, judge: Engine | EngineConfig | None = None
           ) -> dict[str, Any]:
     """Python API of `cai rlaif`: sample from the policy, pair, and label, into one dataset
     (configs `samples`, `pairs`, `prefs`). When policy and judge are the same model, one engine serves
     both. Otherwise the policy engine is closed and the judge opens; on vLLM, which allows one engine per
     process and does not give its memory back, the judge runs in a child process that appends to the same
-    record log."""
-    from cai.constitution import load_constitution
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
+    record log. `judge` defaults to the policy."""
 
     lcfg = label_config or LabelConfig()
     c = load_constitution(constitution)
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)
     try:
-        policy = _open(policy, policy_args, sample_config.seed)
+        judge = policy if judge is None else judge
+        same = judge is policy or (isinstance(judge, EngineConfig) and isinstance(policy, EngineConfig) and
+                                   judge.model == policy.model and judge.backend == policy.backend)
+        policy = as_engine(policy, seed=sample_config.seed, out=out, inputs=[prompts])
         run.start({"stage": "rlaif", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "policy_hash": policy.model_hash,
                    "sample": sample_config.to_dict(), "constitution": c.hash,
-                   "judge": getattr(judge_args, "model", None) if judge_engine is None else judge_engine.model_hash,
+                   "judge": judge.model if isinstance(judge, EngineConfig) else judge.model_hash,
                    "label": lcfg.to_dict()})
-        return _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_engine, policy_args,
-                      judge_args)
+        return _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge, same)
     finally:
         run.release()
 
 
-def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_engine, policy_args, judge_args):
-    from cai.data.layout import write_dataset
-    from cai.feedback.sample import _raise_partial, sample_core, sample_tables
-    from cai.stage import provenance
-
-    same = judge_engine is None and judge_args is not None and policy_args is not None and \
-        judge_args.model == policy_args.model and judge_args.engine == policy_args.engine
+def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge, same: bool):
+    """`judge` is an Engine or, when it still has to be opened, its EngineConfig; `same`: one engine serves both."""
     t0 = time.perf_counter()
     done = sample_core(policy, run, rows, sample_config)
     sprov = provenance(policy, seed=sample_config.seed, sampling=sample_config.to_dict(), role="policy")
     samples, pairs, sstats = sample_tables(rows, done, sample_config, sprov)
-    if judge_engine is None and not same and policy.name == "vllm":
+    if isinstance(judge, EngineConfig) and not same and policy.name == "vllm":
         policy.close()
-        ldone, lprov, counters = judge_in_subprocess(judge_args, constitution, lcfg, run, pairs)
+        ldone, lprov, counters = judge_in_subprocess(judge, constitution, lcfg, run, pairs)
         judge_engine = _Counters(**counters)
     else:
-        if judge_engine is None:
-            if same:
-                judge_engine = policy
-            else:
-                policy.close()
-                judge_engine = _open(None, judge_args, lcfg.seed)
+        if same:
+            judge_engine = policy
+        elif isinstance(judge, EngineConfig):
+            policy.close()
+            judge_engine = as_engine(judge, seed=lcfg.seed)
+        else:
+            judge_engine = judge
         judge = Judge(judge_engine, c, lcfg)
         ldone = label_core(judge, run, pairs)
         lprov = provenance(judge_engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
@@ -284,7 +276,7 @@ def _rlaif(run, rows, out, c, constitution, sample_config, lcfg, policy, judge_e
                   body=CARD.format(judge=lprov["model_id"], constitution=c.name, mode=lcfg.mode,
                                    clamp=lcfg.clamp))
     _summary("rlaif", lstats, out, manifest)
-    _raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
+    raise_partial(sstats["errors"] + lstats["errors"], len(rows) + len(pairs), out)
     return manifest
 
 
@@ -295,34 +287,26 @@ class _Counters:
         self.engine_requests, self.cache_hits, self.generated_tokens = engine_requests, cache_hits, generated_tokens
 
 
-def judge_in_subprocess(judge_args, constitution, lcfg: LabelConfig, run, pairs: list[dict[str, Any]]):
+def judge_in_subprocess(judge: EngineConfig, constitution, lcfg: LabelConfig, run, pairs: list[dict[str, Any]]):
     """Label `pairs` with a judge engine opened in a fresh (spawned) process, appending to `run`'s `prefs`
     record log; returns (records, judge provenance, engine counters). A failure in the child is raised here."""
-    import multiprocessing as mp
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        lprov, counters = pool.apply(_judge_worker, (vars(judge_args) | {"func": None}, str(constitution)
+        lprov, counters = pool.apply(_judge_worker, (judge, str(constitution)
                                                      if not hasattr(constitution, "hash") else constitution,
                                                      lcfg, str(run.state), pairs))
-    from cai.data.store import RecordLog
     done = {k: v for k, v in RecordLog(run.state / "records" / "prefs").load().items()}
     return done, lprov, counters
 
 
-def _judge_worker(args: dict, constitution, lcfg: LabelConfig, state: str, pairs):
-    import argparse
-    from pathlib import Path
-
-    from cai.constitution import load_constitution
-    from cai.data.store import RecordLog
-    from cai.stage import engine_from_args, provenance
+def _judge_worker(judge: EngineConfig, constitution, lcfg: LabelConfig, state: str, pairs):
 
     class _Run:  # the parent holds the run directory's lock; the child only appends to its record log
         def log(self, name):
             return RecordLog(Path(state) / "records" / name)
 
     c = load_constitution(constitution) if isinstance(constitution, str) else constitution
-    engine = engine_from_args(argparse.Namespace(**args), seed=lcfg.seed)
+    engine = open_engine(judge, seed=lcfg.seed)
     label_core(Judge(engine, c, lcfg), _Run(), pairs)
     prov = provenance(engine, seed=lcfg.seed, sampling=lcfg.to_dict(), constitution=c.name,
                       constitution_hash=c.hash, role="judge")
@@ -339,7 +323,6 @@ def _manifest(stage, stats, prov, engine, t0) -> dict[str, Any]:
 
 
 def _summary(stage, stats, out, manifest) -> None:
-    from cai.stage import print_summary
     print_summary(stage, [("pairs", stats["pairs"]), ("labelled", stats["labelled"]), ("errors", stats["errors"]),
                           ("skipped", sum(stats["skipped"].values())), ("truncated", stats["truncated"]),
                           ("position consistency", stats["position_consistency"]),

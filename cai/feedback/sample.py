@@ -11,7 +11,15 @@ import random
 import time
 from typing import Any
 
+from cai.data.layout import write_dataset
+from cai.data.sources import load_prompts
+from cai.data.store import RunDir, content_digest
+from cai.engine import SamplingParams
+from cai.engine.base import Engine
+from cai.engine.config import EngineConfig
+from cai.errors import PartialRunError
 from cai.feedback.config import SampleConfig
+from cai.stage import answer_prompts, as_engine, print_summary, provenance
 
 
 def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int, rng_key: str
@@ -32,8 +40,6 @@ def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int,
 
 def sample_core(engine, run, rows: list[dict[str, Any]], cfg: SampleConfig) -> dict[str, dict[str, Any]]:
     """Sample every prompt not yet in the run's `samples` log, in one continuous batch; return all records."""
-    from cai.engine import SamplingParams
-    from cai.stage import answer_prompts
 
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, n=cfg.n)
     return answer_prompts(engine, run, rows, params, seed=cfg.seed, system=cfg.system, log_name="samples",
@@ -68,16 +74,13 @@ def sample_tables(rows, done, cfg: SampleConfig, prov: dict[str, Any]) -> tuple[
 
 
 def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "prompt", limit: int | None = None,
-           overwrite: bool = False, engine=None, engine_args=None) -> dict[str, Any]:
+           overwrite: bool = False, engine: Engine | EngineConfig) -> dict[str, Any]:
     """Python API of `cai sample`; returns the manifest."""
-    from cai.data.sources import load_prompts
-    from cai.data.store import RunDir, content_digest
-    from cai.stage import engine_from_args
 
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = engine or engine_from_args(engine_args, seed=config.seed)
+        engine = as_engine(engine, seed=config.seed, out=out, inputs=[prompts])
         run.start({"stage": "sample", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
                    "config": config.to_dict()})
@@ -87,8 +90,6 @@ def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "promp
 
 
 def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, Any]:
-    from cai.data.layout import write_dataset
-    from cai.stage import print_summary, provenance
 
     t0 = time.perf_counter()
     done = sample_core(engine, run, rows, config)
@@ -102,11 +103,10 @@ def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, 
                        f"({config.pairing}); identical responses are never paired.")
     print_summary("sample", [("prompts", len(rows)), ("samples", len(samples)), ("pairs", len(pairs)),
                              ("errors", stats["errors"]), ("out", out)])
-    _raise_partial(stats["errors"], len(rows), out)
+    raise_partial(stats["errors"], len(rows), out)
     return manifest
 
 
-def _raise_partial(errors: int, total: int, out) -> None:
+def raise_partial(errors: int, total: int, out) -> None:
     if errors:
-        from cai.errors import PartialRunError
         raise PartialRunError(f"{errors} of {total} requests failed; they are recorded in {out}")

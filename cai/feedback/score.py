@@ -3,12 +3,16 @@ probability-weighted mean score, rescaled to [-1, 1]. PPO can call `score_respon
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cai.constitution.templates import score_range
 from cai.errors import InputError
-from cai.feedback import labels
+from cai.feedback import soft_labels
+from cai.feedback.judge import decoded_vocab
+from cai.prompts import render_score
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,7 @@ class ScoreTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, lo: int, hi: int) -> "ScoreTokens":
-        from cai.feedback.judge import _decoded_vocab
-        decoded = _decoded_vocab(tokenizer)
+        decoded = decoded_vocab(tokenizer)
         seqs, variants = {}, {}
         for s in range(lo, hi + 1):
             seqs[s] = tuple(tokenizer(str(s), add_special_tokens=False)["input_ids"])
@@ -36,12 +39,11 @@ def score_probs(top: dict[int, float], multi: dict[int, float], tokens: ScoreTok
                 ) -> dict[int, float]:
     """p(each score): one-token scores sum their spellings' probabilities (from the top-k, or scored exactly
     in `extra`); multi-token scores come from `multi` (exact sequence probabilities); prefixes then give
-    up their extensions' mass (`labels.score_distribution`)."""
-    import math
+    up their extensions' mass (`soft_labels.score_distribution`)."""
     lp = {**extra, **top}
     seq_p = {s: sum(math.exp(lp[t]) for t in ids if t in lp) for s, ids in tokens.variants.items()}
     seq_p.update(multi)
-    return labels.score_distribution(seq_p, tokens.seqs)
+    return soft_labels.score_distribution(seq_p, tokens.seqs)
 
 
 def score_responses(engine, constitution, prompts: Sequence[Any], responses: Sequence[str], *, top_k: int = 20
@@ -49,32 +51,31 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
     """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch. A row whose request
     failed (an engine error, or a rating prompt longer than the judge's context) holds the error message
     (a str, as the engines report it) instead of a reward, never a silent None."""
-    import math
 
-    from cai.templates import render_score, score_range
     lo, hi = score_range(constitution)
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, lo, hi)
     ids = [engine.format_chat(render_score(constitution, p, r), continue_final_message=True)
            for p, r in zip(prompts, responses)]
     tops = engine.top_logprobs(ids, k=top_k)
     # Exact scores for what the top-k cannot give: multi-token scores, and one-token scores it missed.
-    asks = [(i, s, list(tokens.seqs[s])) for i, top in enumerate(tops) if isinstance(top, dict)
-            for s in tokens.seqs if len(tokens.seqs[s]) > 1 or tokens.seqs[s][0] not in top]
+    asks = [(i, s, list(tokens.seqs[s])) for i, top in enumerate(tops) if top.ok
+            for s in tokens.seqs if len(tokens.seqs[s]) > 1 or tokens.seqs[s][0] not in top.value]
     scored = engine.score_continuations([ids[i] for i, _, _ in asks], [t for _, _, t in asks]) if asks else []
     multi: dict[int, dict[int, float]] = {}
     extra: dict[int, dict[int, float]] = {}
     for (i, s, t), v in zip(asks, scored):
-        if isinstance(v, str):
+        if not v.ok:
             continue
         if len(t) > 1:
-            multi.setdefault(i, {})[s] = math.exp(sum(v))
+            multi.setdefault(i, {})[s] = math.exp(sum(v.value))
         else:
-            extra.setdefault(i, {})[t[0]] = v[0]
+            extra.setdefault(i, {})[t[0]] = v.value[0]
     out: list[float | str] = []
     for i, top in enumerate(tops):
-        if isinstance(top, str):
-            out.append(top)
+        if not top.ok:
+            out.append(top.error)
             continue
-        reward, _ = labels.expected_score(score_probs(top, multi.get(i, {}), tokens, extra.get(i, {})), lo, hi)
+        reward, _ = soft_labels.expected_score(score_probs(top.value, multi.get(i, {}), tokens, extra.get(i, {})),
+                                               lo, hi)
         out.append(reward)
     return out

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cai.data.layout import write_dataset
+from cai.data.store import RunDir
 from cai.errors import InputError
 from cai.labelui.pairs import Pair, load_pairs
 from cai.labelui.store import default_db, read_labels
@@ -136,8 +138,6 @@ Train with `cai train rm|dpo --config ... data.path=OUT`.
 
 def export_labels(cfg: ExportConfig) -> dict[str, Any]:
     """Write the merged `prefs` dataset under `cfg.out`; returns the manifest (counts per source)."""
-    from cai.data.layout import write_dataset
-    from cai.data.store import RunDir
 
     t0 = time.perf_counter()
     pairs = load_pairs(cfg.data)

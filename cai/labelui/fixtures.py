@@ -10,6 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cai.critique.config import CritiqueConfig
+from cai.critique.conversation import rows_of
+from cai.data.layout import write_dataset
+from cai.feedback.label import prefs_table
+
 PRINCIPLES = ("least-harmful", "harmless-ethical", "hhh")
 CRITIQUES = ("harm-general", "harm-to-others")
 
@@ -30,8 +35,6 @@ def make_rlaif_dataset(out: str | Path, n: int = 8, *, p_ab: list[float] | None 
     """A `cai rlaif`-shaped dataset (`pairs` + `prefs`): n pairs, pair i labelled with p(a first) = p_ab[i]
     in both orders (so p(a better) = p_ab[i]) under principle PRINCIPLES[i % 3]; `unlabelled` extra pairs
     exist only in `pairs` (the judge never labelled them)."""
-    from cai.data.layout import write_dataset
-    from cai.feedback.label import prefs_table
 
     p_ab = p_ab or [0.2 + 0.6 * i / max(1, n - 1) for i in range(n)]
     pairs = rlaif_pairs(n + unlabelled, texts)
@@ -50,9 +53,6 @@ def make_rlaif_dataset(out: str | Path, n: int = 8, *, p_ab: list[float] | None 
 
 def make_critique_dataset(out: str | Path, n: int = 3, rounds: int = 2) -> Path:
     """A `cai critique`-shaped dataset (`sft`, `prefs`, `trace`) of n conversations with `rounds` rounds."""
-    from cai.critique.config import CritiqueConfig
-    from cai.critique.conversation import rows_of
-    from cai.data.layout import write_dataset
 
     tables: dict[str, list] = {"sft": [], "prefs": [], "trace": []}
     prov = {"model_id": "fixture", "seed": 0, "constitution": "harmless", "constitution_hash": "c0ffee"}

@@ -1,27 +1,27 @@
 """One config dataclass per dataset stage (generate, critique, sample, label, rlaif), for pipelines.
 
-The stage modules take keyword arguments plus an argparse-style `engine_args`; each class here is the
+The stage modules take keyword arguments plus an `Engine` or `EngineConfig`; each class here is the
 stage's own config with its inputs (`prompts`, `data`, `constitution`), its output (`out`) and its
 engine(s) added as documented fields, and each `run_*` function calls the stage's Python API with it.
-`engine_namespace` is the single place that turns an `EngineSpec` into the flags namespace the stages read
-today; it is to be replaced by the `EngineConfig` of issue #10, and nothing else here depends on flags.
+`engine_config` turns a stage's model and `EngineSpec` into the `EngineConfig` the stages open.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cai.critique import critique
 from cai.critique.config import CritiqueConfig
+from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.base import SamplingParams
+from cai.engine.config import EngineConfig
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
-from cai.resources import shipped_dir
-
-DEFAULT_PROMPTS = str(shipped_dir("data") / "red_team.jsonl")
+from cai.feedback.label import label, rlaif
+from cai.feedback.sample import sample
+from cai.generate import generate
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,11 @@ class EngineSpec:
             raise InputError("must be >= 16", field="max_model_len")
 
 
-def engine_namespace(model: str, spec: EngineSpec) -> argparse.Namespace:
-    """The flags namespace the stage modules read today (`cai.stage.engine_from_args`).
-    To be replaced by `EngineConfig` (issue #10); keep this the only place that builds one."""
-    return argparse.Namespace(model=model, engine=spec.backend or None, base_url=list(spec.base_urls),
-                              max_model_len=spec.max_model_len, dtype=spec.dtype,
-                              engine_arg=[f"{k}={json.dumps(v)}" for k, v in spec.args.items()],
-                              cache=spec.cache or None, no_cache=spec.no_cache)
+def engine_config(model: str, spec: EngineSpec) -> EngineConfig:
+    """The `EngineConfig` of a stage's model run as `spec` describes (the stage names the model, the spec
+    how to run it, so one spec can serve the policy and, in `judge_engine`, the judge)."""
+    return EngineConfig(model=model, backend=spec.backend, dtype=spec.dtype, max_model_len=spec.max_model_len,
+                        base_urls=spec.base_urls, cache=spec.cache, no_cache=spec.no_cache, engine_args=dict(spec.args))
 
 
 def core(cls: type, cfg: Any) -> Any:
@@ -100,10 +98,9 @@ class GenerateStage:
 
 
 def run_generate(cfg: GenerateStage) -> dict[str, Any]:
-    from cai.generate import generate
     _check_out(cfg.out)
     return generate(prompts=cfg.prompts, out=cfg.out, params=cfg.sampling, column=cfg.column, seed=cfg.seed,
-                    system=cfg.system, limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
+                    system=cfg.system, limit=cfg.limit or None, engine=engine_config(cfg.model, cfg.engine))
 
 
 # ---- critique ---------------------------------------------------------------------------------------------
@@ -134,10 +131,9 @@ class CritiqueStage(CritiqueConfig):
 
 
 def run_critique(cfg: CritiqueStage) -> dict[str, Any]:
-    from cai.critique import critique
     _check_out(cfg.out)
     return critique(prompts=cfg.prompts, out=cfg.out, constitution=cfg.constitution, config=core(CritiqueConfig, cfg),
-                    column=cfg.column, limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
+                    column=cfg.column, limit=cfg.limit or None, engine=engine_config(cfg.model, cfg.engine))
 
 
 # ---- sample, label, rlaif ----------------------------------------------------------------------------------
@@ -161,10 +157,9 @@ class SampleStage(SampleConfig):
 
 
 def run_sample(cfg: SampleStage) -> dict[str, Any]:
-    from cai.feedback.sample import sample
     _check_out(cfg.out)
     return sample(prompts=cfg.prompts, out=cfg.out, config=core(SampleConfig, cfg), column=cfg.column,
-                  limit=cfg.limit or None, engine_args=engine_namespace(cfg.model, cfg.engine))
+                  limit=cfg.limit or None, engine=engine_config(cfg.model, cfg.engine))
 
 
 @dataclass(frozen=True)
@@ -189,10 +184,9 @@ class LabelStage(LabelConfig):
 
 
 def run_label(cfg: LabelStage) -> dict[str, Any]:
-    from cai.feedback.label import label
     _check_out(cfg.out)
     return label(data=cfg.data, out=cfg.out, constitution=cfg.constitution, config=core(LabelConfig, cfg),
-                 engine_args=engine_namespace(cfg.judge, cfg.engine))
+                 engine=engine_config(cfg.judge, cfg.engine))
 
 
 @dataclass(frozen=True)
@@ -224,13 +218,12 @@ class RlaifStage:
 
 
 def run_rlaif(cfg: RlaifStage) -> dict[str, Any]:
-    from cai.feedback.label import rlaif
     _check_out(cfg.out)
-    policy = engine_namespace(cfg.model, cfg.engine)
-    judge = engine_namespace(cfg.judge or cfg.model, cfg.judge_engine if cfg.judge else cfg.engine)
+    policy = engine_config(cfg.model, cfg.engine)
+    judge = engine_config(cfg.judge or cfg.model, cfg.judge_engine if cfg.judge else cfg.engine)
     return rlaif(prompts=cfg.prompts, out=cfg.out, constitution=cfg.constitution, sample_config=cfg.sample,
-                 label_config=cfg.label, column=cfg.column, limit=cfg.limit or None, policy_args=policy,
-                 judge_args=judge)
+                 label_config=cfg.label, column=cfg.column, limit=cfg.limit or None, policy=policy,
+                 judge=judge)
 
 
 # ---- trainers -----------------------------------------------------------------------------------------------

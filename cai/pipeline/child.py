@@ -14,7 +14,7 @@ from pathlib import Path
 from cai.config import from_data
 from cai.errors import CaiError, InputError
 from cai.pipeline.registry import load_kind
-from cai.pipeline.run import _atomic_json, _jsonable, execute
+from cai.pipeline.run import atomic_json, execute, jsonable
 from cai.yamlio import load_yaml
 
 
@@ -32,16 +32,16 @@ def main(argv: list[str]) -> int:
         summary = execute(kind, cfg)
     except CaiError as e:
         print(f"cai: error: {e}", file=sys.stderr)
-        _atomic_json(result, {"error": str(e)})
+        atomic_json(result, {"error": str(e)})
         return e.exit_code
     except KeyboardInterrupt:
-        _atomic_json(result, {"error": "interrupted"})
+        atomic_json(result, {"error": "interrupted"})
         return 130
     except Exception as e:  # noqa: BLE001 - an internal error: full traceback here, one line for the pipeline
         traceback.print_exc()
-        _atomic_json(result, {"error": f"internal error: {type(e).__name__}: {e}"})
+        atomic_json(result, {"error": f"internal error: {type(e).__name__}: {e}"})
         return 1
-    _atomic_json(result, {"summary": _jsonable(summary)})
+    atomic_json(result, {"summary": jsonable(summary)})
     return 0
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cai.pipeline import load_pipeline, plan, print_plan, run
+from cai.report import write_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a pipeline of stages declared in YAML (cached, resumable) and its report",
@@ -20,14 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args) -> int:
-    from cai.pipeline import load_pipeline, plan, print_plan, run
     p = load_pipeline(args.config, args.overrides)
     if args.plan:
         print_plan(plan(p, args.from_stage))
         return 0
     run(p, args.from_stage)
     if p.report and not args.no_report:
-        from cai.report import write_report
         paths = write_report(p.run_dir)
         print(f"report: {paths['html']}", file=sys.stderr)
     return 0

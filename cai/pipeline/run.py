@@ -145,10 +145,10 @@ def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: d
                           getattr(err, "exit_code", 1)) from None
     secs = time.perf_counter() - t0
     # the marker last: its presence is what "finished" means to every later run
-    _atomic_json(s.marker, {"stage": s.name, "kind": s.kind.name, "key": s.key, "out": str(s.out),
+    atomic_json(s.marker, {"stage": s.name, "kind": s.kind.name, "key": s.key, "out": str(s.out),
                             "seconds": round(secs, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "inputs": s.inputs, "summary": _jsonable(summary)})
-    record["stages"][s.name] = {**entry, "status": "done", "seconds": round(secs, 2), "summary": _jsonable(summary)}
+                            "inputs": s.inputs, "summary": jsonable(summary)})
+    record["stages"][s.name] = {**entry, "status": "done", "seconds": round(secs, 2), "summary": jsonable(summary)}
     _merge_write(p, record, previous)
     print(f"{head}: done in {secs:.1f} s -> {s.out}", file=log, flush=True)
 
@@ -183,7 +183,7 @@ def run_isolated(p: Pipeline, s: Stage) -> Any:
     spec = state / f"stage-{s.name}.json"
     result = state / f"stage-{s.name}.result.json"
     result.unlink(missing_ok=True)
-    _atomic_json(spec, {"kind": s.kind.name, "config": to_dict(s.config), "file": p.file,
+    atomic_json(spec, {"kind": s.kind.name, "config": to_dict(s.config), "file": p.file,
                         "prefix": ["stages", s.name], "result": str(result)})
     launcher = shlex.split(s.launch) if s.launch else [sys.executable]  # `accelerate launch ... -m MODULE` too
     rc = subprocess.call([*launcher, "-m", "cai.pipeline.child", str(spec)], preexec_fn=_die_with_parent)
@@ -214,15 +214,15 @@ def _set_aside(s: Stage) -> None:
 def _merge_write(p: Pipeline, record: dict, previous: dict) -> None:
     """pipeline.json: this run's stages, plus stages of earlier runs not yet reached (kept for `--plan`)."""
     stages = {**{k: v for k, v in previous.items() if k in {s.name for s in p.stages}}, **record["stages"]}
-    _atomic_json(p.run_dir / "pipeline.json", {**record, "stages": {s.name: stages[s.name] for s in p.stages
+    atomic_json(p.run_dir / "pipeline.json", {**record, "stages": {s.name: stages[s.name] for s in p.stages
                                                                    if s.name in stages}})
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
 
-def _atomic_json(path: Path, data: Any) -> None:
+def atomic_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cai.report import write_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="(re)build report.html and report.md of a `cai run` directory")
@@ -11,7 +13,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args) -> int:
-    from cai.report import write_report
     paths = write_report(args.run_dir)
     print(paths["html"])
     print(paths["md"])

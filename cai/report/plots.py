@@ -1,10 +1,13 @@
-"""The report's figures as PNG bytes (matplotlib, Agg): training curves and reward versus length."""
+"""Figures (matplotlib, Agg): the report's training curves and reward versus length as PNG bytes, and the
+`training.png` each trainer writes beside its model."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 from cai.report.collect import metric_groups
+from cai.train.metrics import read_metrics
 
 
 def _fig():
@@ -69,3 +72,28 @@ def reward_vs_length(scatter: dict[str, Any]) -> bytes | None:
     ax.set_ylabel(scatter["y"], fontsize=8)
     ax.set_title(f"reward vs length ({scatter['source']})", fontsize=9)
     return _png(fig)
+
+
+def plot_metrics(output_dir: str | Path, keys: list[str], title: str) -> Path:
+    """A PNG of the loss and key metrics against the step (train lines, eval points)."""
+    plt = _fig()
+    recs = read_metrics(Path(output_dir) / "metrics.jsonl")
+    keys = [k for k in keys if any(k in r or f"eval/{k}" in r for r in recs)]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * max(1, len(keys))), squeeze=False, sharex=True)
+    for ax, k in zip(axes[:, 0], keys):
+        pts = [(r["step"], r[k]) for r in recs if k in r]
+        if pts:
+            ax.plot(*zip(*pts), label="train", lw=1)
+        ev = [(r["step"], r[f"eval/{k}"]) for r in recs if f"eval/{k}" in r]
+        if ev:
+            ax.plot(*zip(*ev), "o-", label="eval", ms=3)
+        ax.set_ylabel(k, fontsize=8)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(output_dir) / "training.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+

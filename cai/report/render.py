@@ -63,7 +63,8 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def provenance(facts: dict) -> dict[str, Any]:
+def run_facts(facts: dict) -> dict[str, Any]:
+    """The report's "how this was made" table: cai and Python versions, platform, pipeline file, run dir, times."""
     return {"cai": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "pipeline file": facts.get("file"), "run dir": facts.get("run_dir"),
             "started": facts.get("started_at"), "finished": facts.get("finished_at")}
@@ -141,7 +142,7 @@ def render_html(facts: dict, figures: dict[str, bytes]) -> str:
                            f"<p>revision:</p><pre>{e(t['revision'])}</pre>" for t in p["trace"])
             parts.append(f"<details><summary>critique trace</summary>{body}</details>")
     parts.append("<h2>Config and provenance</h2>")
-    parts.append(_rows(["", ""], [[e(k), e(v)] for k, v in provenance(facts).items()]))
+    parts.append(_rows(["", ""], [[e(k), e(v)] for k, v in run_facts(facts).items()]))
     parts.append(f"<pre>{e(yaml.safe_dump(facts['source'], sort_keys=False))}</pre>")
     parts.append("<details><summary>stage inputs (what each key hashes)</summary><pre>"
                  + e(json.dumps({s["name"]: s.get("inputs") for s in facts["stages"]}, indent=1, default=str))
@@ -175,6 +176,6 @@ def render_md(facts: dict, figures: dict[str, str]) -> str:
             out.append(f"- round {m(t['round'])} ({m(t['principle'])}): critique: {m(t['critique'])}<br>"
                        f"revision: {m(t['revision'])}\n")
     out.append("## Config and provenance\n")
-    out.append(_md_rows(["", ""], [[m(k), m(v)] for k, v in provenance(facts).items()]))
+    out.append(_md_rows(["", ""], [[m(k), m(v)] for k, v in run_facts(facts).items()]))
     out.append("```yaml\n" + yaml.safe_dump(facts["source"], sort_keys=False).replace("```", "'''") + "```\n")
     return "\n".join(out)

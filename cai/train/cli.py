@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from cai.train.config import STAGES
+from cai.errors import InputError
+from cai.train.config import STAGES, load_config
 from cai.train.ppo_config import PPOConfig
 
 HELP = {"sft": "supervised fine-tuning on chat messages (assistant tokens only)",
@@ -38,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _merge(args) -> int:
     from pathlib import Path
 
-    from cai.errors import InputError
     if not (Path(args.adapter) / "adapter_config.json").is_file():
         raise InputError("not a LoRA adapter directory (no adapter_config.json)", file=args.adapter, field="adapter")
     from cai.train.lora import merge_adapter
@@ -52,7 +52,6 @@ def _handler(stage: str):
 
         import yaml
 
-        from cai.train.config import load_config
         cfg = load_config(CONFIGS[stage], args.config, args.overrides)
         if args.print_config:
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")

@@ -1,4 +1,4 @@
-"""Training data: read cai datasets, check their columns, tokenise them like TRL, and collate batches.
+"""Training data: read cai datasets, check their columns and tokenise them like TRL (batches: `batching`).
 
 Datasets are directories in cai's layout (`DIR/<config>/<split>-*.parquet`, plus `manifest.json`), or a
 plain .jsonl/.parquet file. Tokenisation follows TRL 1.16 so that numbers match it: the chat template is
@@ -12,9 +12,10 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from cai.data.sources import as_messages
 from cai.errors import InputError
+from cai.train.config import config_error
 
 # Columns never treated as provenance in the model card (they are the training content).
 CONTENT_COLUMNS = {"prompt", "messages", "chosen", "rejected", "p_chosen", "margin"}
@@ -47,7 +48,7 @@ class Counts:
 # ---- reading -----------------------------------------------------------------------------------------
 
 
-def read_rows(path: str, config: str, split: str = "train", *, field_name: str = "data.path") -> Rows:
+def read_split(path: str, config: str, split: str = "train", *, field_name: str = "data.path") -> Rows:
     """Rows of a dataset directory (`path/config/split-*.parquet`) or of a .jsonl/.parquet file."""
     if not path:
         raise InputError("no dataset given (set data.path)", field=field_name)
@@ -135,7 +136,7 @@ def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]
     return sorted(idx[k:]), sorted(idx[:k])
 
 
-def provenance(rows: Rows, limit: int = 5) -> dict:
+def source_summary(rows: Rows, limit: int = 5) -> dict:
     """Distinct values of the non-content scalar columns (constitution_hash, model_id, ...) + manifest."""
     cols: dict[str, list] = {}
     for r in rows.rows:
@@ -152,17 +153,10 @@ def provenance(rows: Rows, limit: int = 5) -> dict:
 # ---- tokenisation (TRL 1.16 conventions) --------------------------------------------------------------
 
 
-def _chat_ids(tok, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+def chat_ids(tok, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
     out = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
                                   add_generation_prompt=add_generation_prompt)
     return list(out["input_ids"])
-
-
-def _as_messages(value: Any, role: str) -> list[dict]:
-    """Prompt/response columns are lists of messages (TRL conversational style) or plain strings."""
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -187,14 +181,14 @@ def tokenize_sft(tok, messages: list[dict], max_length: int, counts: Counts) -> 
     the end of `template(messages[:i+1])`, trimmed after the first EOS so the template's trailing newline
     is not trained. Truncation keeps the start (TRL's SFT default).
     """
-    messages = _as_messages(messages, "user")
-    ids = _chat_ids(tok, messages)
+    messages = as_messages(messages)
+    ids = chat_ids(tok, messages)
     mask = [0] * len(ids)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start = common_prefix_length(_chat_ids(tok, messages[:i], add_generation_prompt=True), ids)
-        end = common_prefix_length(_chat_ids(tok, messages[: i + 1]), ids)
+        start = common_prefix_length(chat_ids(tok, messages[:i], add_generation_prompt=True), ids)
+        end = common_prefix_length(chat_ids(tok, messages[: i + 1]), ids)
         if tok.eos_token_id in ids[start:end]:
             end = ids.index(tok.eos_token_id, start) + 1
         for t in range(start, end):
@@ -231,10 +225,10 @@ def tokenize_pair_dpo(tok, row: dict, max_length: int, truncation_mode: str, cou
     """TRL DPOTrainer tokenisation: prompt ids end where template(prompt, gen prompt) and
     template(prompt + response) diverge; the collator truncates each prompt+response to max_length
     (keep_start / keep_end); with keep_start, pairs whose prompt alone fills max_length are dropped."""
-    prompt = _as_messages(row["prompt"], "user")
-    p_ids = _chat_ids(tok, prompt, add_generation_prompt=True)
-    pc = _chat_ids(tok, prompt + _as_messages(row["chosen"], "assistant"))
-    pr = _chat_ids(tok, prompt + _as_messages(row["rejected"], "assistant"))
+    prompt = as_messages(row["prompt"])
+    p_ids = chat_ids(tok, prompt, add_generation_prompt=True)
+    pc = chat_ids(tok, prompt + as_messages(row["chosen"], role="assistant"))
+    pr = chat_ids(tok, prompt + as_messages(row["rejected"], role="assistant"))
     plen = min(common_prefix_length(p_ids, pc), common_prefix_length(p_ids, pr))
     counts.rows += 1
     if truncation_mode == "keep_start" and plen >= max_length:
@@ -252,9 +246,9 @@ def tokenize_pair_dpo(tok, row: dict, max_length: int, truncation_mode: str, cou
 def tokenize_pair_rm(tok, row: dict, max_length: int, counts: Counts) -> PrefExample | None:
     """TRL RewardTrainer tokenisation: template(prompt + response) for each side; pairs where either side
     is longer than max_length are dropped (TRL filters them rather than truncating)."""
-    prompt = _as_messages(row["prompt"], "user")
-    pc = _chat_ids(tok, prompt + _as_messages(row["chosen"], "assistant"))
-    pr = _chat_ids(tok, prompt + _as_messages(row["rejected"], "assistant"))
+    prompt = as_messages(row["prompt"])
+    pc = chat_ids(tok, prompt + as_messages(row["chosen"], role="assistant"))
+    pr = chat_ids(tok, prompt + as_messages(row["rejected"], role="assistant"))
     counts.rows += 1
     if len(pc) > max_length or len(pr) > max_length:
         counts.truncated += 1
@@ -282,90 +276,6 @@ def examples_hash(examples: list, extra: str = "") -> str:
     return h.hexdigest()
 
 
-# ---- batching -------------------------------------------------------------------------------------------
-
-
-def step_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """The example indices of global batch `step` (0-based): epoch-wise seeded permutations, last partial
-    batch dropped. A pure function of (n, batch_size, step, seed), so resuming needs only the step."""
-    per_epoch = n // batch_size
-    epoch, pos = divmod(step, per_epoch)
-    perm = list(range(n))
-    random.Random(seed * 100_003 + epoch).shuffle(perm)
-    return perm[pos * batch_size:(pos + 1) * batch_size]
-
-
-def shard_micro_batches(indices: list[int], lengths: list[int], rank: int, world: int,
-                        micro: int) -> list[list[int]]:
-    """This process's share of a global batch, cut into micro-batches of similar length (less padding).
-    Every process gets the same number of examples, so per-example means stay exact across processes."""
-    if len(indices) % world:
-        raise InputError(f"batch_size {len(indices)} is not divisible by the {world} processes",
-                         field="run.batch_size")
-    share = indices[rank * len(indices) // world:(rank + 1) * len(indices) // world]
-    share = sorted(share, key=lambda i: lengths[i])
-    return [share[i:i + micro] for i in range(0, len(share), micro)]
-
-
-def pad_right(seqs: list[list[int]], value: int):
-    """(B, T) long tensor, right-padded to the longest sequence."""
-    import torch
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
-def collate_pairs(examples: list[PrefExample], pad_id: int) -> dict:
-    """Chosen then rejected in one (2B, T) batch: one forward for both halves, as TRL does."""
-    import torch
-    ids = [e.chosen_ids for e in examples] + [e.rejected_ids for e in examples]
-    masks = [e.chosen_mask for e in examples] + [e.rejected_mask for e in examples]
-    return {
-        "input_ids": pad_right(ids, pad_id),  # (2B, T)
-        "attention_mask": pad_right([[1] * len(s) for s in ids], 0),  # (2B, T)
-        "completion_mask": pad_right(masks, 0),  # (2B, T)
-        "p_chosen": torch.tensor([e.p_chosen for e in examples], dtype=torch.float32),  # (B,)
-    }
-
-
-def collate_sft(examples: list[SFTExample], pad_id: int) -> dict:
-    batch = {
-        "input_ids": pad_right([e.input_ids for e in examples], pad_id),  # (B, T)
-        "attention_mask": pad_right([[1] * len(e.input_ids) for e in examples], 0),  # (B, T)
-        "completion_mask": pad_right([e.labels_mask for e in examples], 0),  # (B, T)
-    }
-    if hasattr(examples[0], "position_ids"):  # packed rows: restarted positions give block-causal attention
-        width = batch["input_ids"].size(1)
-        batch["position_ids"] = pad_right([e.position_ids + list(range(width - len(e.position_ids)))
-                                           for e in examples], 0)
-        batch["attention_mask"] = None  # transformers derives the block-diagonal mask from position_ids
-    return batch
-
-
-def pack_sft(examples: list[SFTExample], max_length: int) -> list[SFTExample]:
-    """Greedy first-fit packing of whole examples into rows of at most max_length tokens. Each packed row
-    carries restarted position ids (stored in `extra`) so attention stays within each example."""
-    rows: list[list[SFTExample]] = []
-    space: list[int] = []
-    for e in sorted(examples, key=lambda e: -len(e.input_ids)):
-        for i, s in enumerate(space):
-            if len(e.input_ids) <= s:
-                rows[i].append(e)
-                space[i] -= len(e.input_ids)
-                break
-        else:
-            rows.append([e])
-            space.append(max_length - len(e.input_ids))
-    out = []
-    for group in rows:
-        ex = SFTExample([t for e in group for t in e.input_ids], [t for e in group for t in e.labels_mask])
-        ex.position_ids = [p for e in group for p in range(len(e.input_ids))]  # type: ignore[attr-defined]
-        out.append(ex)
-    return out
-
-
 # ---- a stage's data, end to end ---------------------------------------------------------------------------
 
 
@@ -382,14 +292,13 @@ class Prepared:
 def prepare(cfg, tok, needed: tuple[str, ...], tokenize) -> Prepared:
     """Read `cfg.data`, check `needed` columns, split off held-out rows and tokenise each row with
     `tokenize(row, counts) -> example | None` (None = dropped, already counted)."""
-    from cai.train.config import config_error
     d = cfg.data
     try:
-        rows = read_rows(d.path, d.config, d.split)
+        rows = read_split(d.path, d.config, d.split)
         check_columns(rows, needed)
         eval_rows = None
         if d.eval_path:
-            eval_rows = read_rows(d.eval_path, d.config, d.split, field_name="data.eval_path")
+            eval_rows = read_split(d.eval_path, d.config, d.split, field_name="data.eval_path")
             check_columns(eval_rows, needed, "data.eval_path")
     except InputError as e:
         if e.file is None:  # nothing to point at in the data: point at the config field instead
@@ -407,4 +316,4 @@ def prepare(cfg, tok, needed: tuple[str, ...], tokenize) -> Prepared:
     evals = [e for e in (tokenize(r, held_counts) for r in held) if e is not None]
     if not train:
         raise config_error(cfg, "data.max_length", "every training row was dropped (too long?)")
-    return Prepared(train, evals, counts, provenance(rows))
+    return Prepared(train, evals, counts, source_summary(rows))

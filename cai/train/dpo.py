@@ -10,16 +10,15 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from cai.models import model_hash as _model_hash
-from cai.train import common, data, losses
-from cai.train.card import write_card
+from cai.models import cache_dir, model_hash
+from cai.train import batching, common, data, forward, losses
 from cai.train.config import DPOConfig, config_error
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora
+from cai.train.metrics import report_data
 
 METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
                "logps/chosen", "logps/rejected"]
@@ -28,25 +27,21 @@ REF_CACHE_VERSION = "1"
 
 def train(cfg: DPOConfig, resume: bool = False) -> Path:
     # 1. processes, seed, tokenizer, data
-    model_path = common.resolve(cfg.model, "model")
-    common.check_resume(cfg.run.output_dir, resume)
-    acc = common.make_accelerator(cfg.run.seed)
-    tok = common.load_tokenizer(model_path)
-    check_targets(cfg, model_path)
+    s = common.setup(cfg, resume)
+    model_path, acc, tok = s.model_path, s.acc, s.tok
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"), lambda row, counts: data.tokenize_pair_dpo(
         tok, row, cfg.data.max_length, cfg.data.truncation_mode, counts))
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
     if soft and cfg.loss_type == "ipo":
         raise config_error(cfg, "loss_type", "IPO cannot use soft labels (p_chosen); set soft_labels: false")
     check_loss_data(cfg, prep, soft)
-    common.report_data(acc, "dpo", prep)
+    report_data(acc, "dpo", prep)
 
     # 2. policy (with LoRA: an adapter over the frozen base)
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         policy = apply_lora(policy, cfg.lora, cfg)
-    module = common.CompletionLogps(policy)
+    module = forward.CompletionLogps(policy)
 
     # 3. reference log-probs, once, cached on disk: (N,) for train then eval examples
     examples = prep.train + prep.eval
@@ -57,14 +52,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     n_train = len(prep.train)
 
     # 4. optimizer, schedule, processes, resume
-    steps = common.total_steps(n_train, cfg.run)
-    opt = common.make_optimizer(module, cfg.optim)
-    sched = common.make_scheduler(opt, cfg.optim, steps)
-    module, opt = acc.prepare(module, opt)
-    acc.register_for_checkpointing(sched)
-    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
-    start = ckpt.load()["step"] if resume else 0
-    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, "dpo")
+    t = common.start_training(acc, module, cfg, n_train, resume, "dpo")
+    module, opt, sched, ckpt, metrics, steps, start = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.start
     loss_fn = losses.DPO_LOSSES[cfg.loss_type]
     lengths = [e.length for e in prep.train]
     B, world = cfg.run.batch_size, acc.num_processes
@@ -74,8 +63,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     for step in range(start, steps):
         t0 = time.perf_counter()
         # 5. this process's micro-batches of global batch `step`
-        idx = data.step_indices(n_train, B, step, cfg.run.seed)
-        micro = data.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        idx = batching.step_indices(n_train, B, step, cfg.run.seed)
+        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         sums: dict[str, torch.Tensor] = {}
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
@@ -107,15 +96,14 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
         metrics.log(steps, ev)
         final.update(ev)
     metrics.close()
-    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
-    if acc.is_main_process:
-        write_card(out_dir, "dpo", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps,
-                    "reference_logps_seconds": round(t_ref, 2)}, base_hash=_model_hash(model_path))
-        common.plot_metrics(out_dir, METRIC_KEYS, f"DPO ({cfg.loss_type}, β={cfg.beta})")
-        (out_dir / "timings.json").write_text(json.dumps({"reference_logps_s": t_ref}) + "\n")
-    acc.wait_for_everyone()
-    return out_dir
+    def add_timings(tmp: Path) -> None:
+        (tmp / "timings.json").write_text(json.dumps({"reference_logps_s": t_ref}) + "\n")
+
+    return common.finish(acc, module, tok, cfg, "dpo", model_path, provenance=prep.provenance,
+                         counts=prep.counts.as_dict(), final=final,
+                         details={"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps,
+                                  "reference_logps_seconds": round(t_ref, 2)},
+                         plot_keys=METRIC_KEYS, plot_title=f"DPO ({cfg.loss_type}, β={cfg.beta})", extra=add_timings)
 
 
 def check_loss_data(cfg: DPOConfig, prep, soft: bool) -> None:
@@ -136,7 +124,7 @@ def check_loss_data(cfg: DPOConfig, prep, soft: bool) -> None:
 def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg: DPOConfig, soft: bool,
                 loss_fn, pad_id: int, device) -> dict:
     """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
-    batch = data.collate_pairs(exs, pad_id)
+    batch = batching.collate_pairs(exs, pad_id)
     logps, n_tok = module(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                           batch["completion_mask"].to(device))  # (2b,), (2b,)
     chosen, rejected = logps.chunk(2)  # (b,) each
@@ -189,7 +177,6 @@ def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: lis
 
     The reference is `cfg.ref_model` when given; otherwise the initial policy — with LoRA, the same module
     with the adapter disabled (no second copy of the weights)."""
-    from cai.models import cache_dir, model_hash
     ref_path = common.resolve(cfg.ref_model, "ref_model") if cfg.ref_model else model_path
     key = hashlib.sha256("|".join([REF_CACHE_VERSION, data.examples_hash(examples), model_hash(ref_path),
                                    cfg.run.dtype]).encode()).hexdigest()[:32]
@@ -201,7 +188,7 @@ def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: lis
     # each process scores a strided share, longest first in batches of similar length
     mine = sorted(range(acc.process_index, len(examples), acc.num_processes), key=lambda i: examples[i].length)
     if cfg.ref_model:
-        ref = common.CompletionLogps(common.load_causal_lm(ref_path, cfg.run.dtype)).to(acc.device)
+        ref = forward.CompletionLogps(common.load_causal_lm(ref_path, cfg.run.dtype)).to(acc.device)
         no_adapter = contextlib.nullcontext()
     else:
         ref = module.to(acc.device)
@@ -211,7 +198,7 @@ def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: lis
     with torch.no_grad(), no_adapter:
         for i in range(0, len(mine), cfg.run.micro_batch_size * 2):
             mb = mine[i:i + cfg.run.micro_batch_size * 2]
-            batch = data.collate_pairs([examples[j] for j in mb], 0)
+            batch = batching.collate_pairs([examples[j] for j in mb], 0)
             logps, _ = ref(batch["input_ids"].to(acc.device), batch["attention_mask"].to(acc.device),
                            batch["completion_mask"].to(acc.device))
             c, r = logps.float().cpu().chunk(2)

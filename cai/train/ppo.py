@@ -17,33 +17,30 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from cai.engine import make_engine
 from cai.engine.weight_sync import sync_weights
-from cai.models import model_hash as _model_hash
 from cai.train import common, losses, rollout
-from cai.train.card import write_card
-from cai.train.lora import check_targets
+from cai.train.batching import step_indices
+from cai.train.config import config_error
+from cai.train.lora import apply_lora
 from cai.train.ppo_config import PPOConfig
 from cai.train.ppo_monitor import PLOT_KEYS, Monitors
+from cai.train.rm import load_reward_model
 
 
 def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     # 1. processes, seed, tokenizer, prompts
-    model_path = common.resolve(cfg.model, "model")
-    common.check_resume(cfg.run.output_dir, resume)
-    acc = common.make_accelerator(cfg.run.seed)
-    tok = common.load_tokenizer(model_path)
-    check_targets(cfg, model_path)
+    s = common.setup(cfg, resume)
+    model_path, acc, tok = s.model_path, s.acc, s.tok
     prompts, prompt_ids, dropped = rollout.load_prompt_rows(cfg.data, tok)
     rloo, world, rank = cfg.algorithm == "rloo", acc.num_processes, acc.process_index
     K = cfg.ppo.rloo_k if rloo else 1
     if cfg.run.batch_size % world or (cfg.run.batch_size // world * K) % cfg.ppo.num_minibatches:
-        from cai.train.config import config_error
         raise config_error(cfg, "run.batch_size", f"{cfg.run.batch_size} prompts × {K} samples must split evenly "
                            f"over {world} processes and {cfg.ppo.num_minibatches} minibatches")
     if acc.is_main_process:
@@ -55,7 +52,6 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     policy = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     value = None if rloo else _load_value(cfg, model_path, tok, reward_fn)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         policy = apply_lora(policy, cfg.lora, cfg)
         if value is not None:
             value = apply_lora(value, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
@@ -68,18 +64,13 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     # 3. reward source and rollout engine
     reward = rollout.make_reward(cfg, reward_fn, acc.device)
     engine = make_rollout_engine(cfg, model_path)
-    eos_ids = _eos_ids(tok, model_path)
+    eos_ids = eos_token_ids(tok, model_path)
 
     # 4. optimizer, schedule, processes, resume
-    steps = common.total_steps(len(prompts), cfg.run)
-    opt = common.make_optimizer(module, cfg.optim)
-    sched = common.make_scheduler(opt, cfg.optim, steps * cfg.ppo.epochs * cfg.ppo.num_minibatches)
-    module, opt = acc.prepare(module, opt)
-    acc.register_for_checkpointing(sched)
-    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
-    state = ckpt.load() if resume else {"step": 0}
-    start, beta = state["step"], state.get("beta", cfg.ppo.beta)
-    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, cfg.algorithm)
+    t = common.start_training(acc, module, cfg, len(prompts), resume, cfg.algorithm,
+                              updates_per_step=cfg.ppo.epochs * cfg.ppo.num_minibatches)
+    module, opt, sched, ckpt, metrics, steps, state = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.state
+    start, beta = t.start, state.get("beta", cfg.ppo.beta)
     monitors = Monitors(cfg.monitor, cfg.run.output_dir, acc.is_main_process, start, state.get("monitor"))
     inner = acc.unwrap_model(module)
     sync_weights(engine, inner.policy)  # resumed or LoRA-merged weights, or an engine handed over by a caller
@@ -160,19 +151,16 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     # 12. model (policy; LoRA merged when lora.merge), value model, card, plot
     metrics.close()
     engine.close()
-    out_dir = common.save_output(acc, _AsModel(inner.policy), tok, cfg.run.output_dir, cfg.lora.merge)
-    if acc.is_main_process:
-        final = {k: v for k, v in last.items() if not k.startswith("time/")}
-        write_card(out_dir, cfg.algorithm, asdict(cfg), cfg.model, {"source": cfg.data.path, "rows": len(prompts)},
-                   {"prompts": len(prompts), "dropped": dropped}, final,
-                   {"steps": steps, "warnings": monitors.warnings}, base_hash=_model_hash(model_path))
-        common.plot_metrics(out_dir, PLOT_KEYS, f"{cfg.algorithm.upper()} monitors")
-    acc.wait_for_everyone()
-    return out_dir
+    return common.finish(acc, _AsModel(inner.policy), tok, cfg, cfg.algorithm, model_path,
+                         provenance={"source": cfg.data.path, "rows": len(prompts)},
+                         counts={"prompts": len(prompts), "dropped": dropped},
+                         final={k: v for k, v in last.items() if not k.startswith("time/")},
+                         details={"steps": steps, "warnings": monitors.warnings},
+                         plot_keys=PLOT_KEYS, plot_title=f"{cfg.algorithm.upper()} monitors")
 
 
 class _AsModel(nn.Module):
-    """`common.save_output` saves `.model` of what it is given: the policy alone, not the value model."""
+    """`checkpoints.save_output` saves `.model` of what it is given: the policy alone, not the value model."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -181,7 +169,6 @@ class _AsModel(nn.Module):
 
 def make_rollout_engine(cfg: PPOConfig, model_path: Path):
     """The in-process rollout engine, started from the initial policy weights."""
-    from cai.engine import make_engine
     r = cfg.rollout
     if r.engine == "vllm":
         return make_engine("vllm", str(model_path), dtype=r.dtype, max_model_len=r.max_model_len,
@@ -191,7 +178,6 @@ def make_rollout_engine(cfg: PPOConfig, model_path: Path):
 
 def _load_value(cfg: PPOConfig, model_path: Path, tok, reward_fn):
     """Value model: `value_model`, else the reward model (kind rm), else the policy with a fresh scalar head."""
-    from cai.train.rm import load_reward_model
     if cfg.value_model:
         path = common.resolve(cfg.value_model, "value_model")
     elif cfg.reward.kind == "rm" and reward_fn is None:
@@ -201,7 +187,7 @@ def _load_value(cfg: PPOConfig, model_path: Path, tok, reward_fn):
     return load_reward_model(path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
 
 
-def _eos_ids(tok, model_path: Path) -> list[int]:
+def eos_token_ids(tok, model_path: Path) -> list[int]:
     from transformers import GenerationConfig
     ids = {tok.eos_token_id}
     try:
@@ -213,7 +199,6 @@ def _eos_ids(tok, model_path: Path) -> list[int]:
 
 
 def _step_prompts(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    from cai.train.data import step_indices
     return step_indices(n, batch_size, step, seed)
 
 

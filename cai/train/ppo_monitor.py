@@ -3,7 +3,7 @@ correlation over a window of iterations, warnings when the KL to the reference o
 threshold, decoded samples every N iterations (`samples.jsonl`), and the final plot of the curves.
 
 Per-step scalars (KL, entropy, scores, lengths, clipfrac, approx_kl, value loss...) go to metrics.jsonl
-through `common.Metrics`; this module adds what needs memory across steps or files of its own.
+through `metrics.Metrics`; this module adds what needs memory across steps or files of its own.
 """
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from cai.train.ppo import train as train_ppo
 from cai.train.ppo_config import PPOConfig
 
 
 def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
-    from cai.train.ppo import train as train_ppo
     if cfg.algorithm != "rloo":
         src = getattr(cfg, "_source", None)
         cfg = dataclasses.replace(cfg, algorithm="rloo")

@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from cai.models import model_hash as _model_hash
-from cai.train import common, data, losses
-from cai.train.card import write_card
+from cai.data.sources import as_messages
+from cai.errors import InputError
+from cai.train import batching, common, data, forward, losses
 from cai.train.config import RMConfig
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora
+from cai.train.metrics import report_data
 
 METRIC_KEYS = ["loss", "accuracy", "margin", "reward_mean", "reward_std"]
 
@@ -43,33 +43,23 @@ def load_reward_model(path: Path, dtype: str, pad_token_id: int, gradient_checkp
 
 def train(cfg: RMConfig, resume: bool = False) -> Path:
     # 1. processes, seed, tokenizer, data
-    model_path = common.resolve(cfg.model, "model")
-    common.check_resume(cfg.run.output_dir, resume)
-    acc = common.make_accelerator(cfg.run.seed)
-    tok = common.load_tokenizer(model_path)
-    check_targets(cfg, model_path, "SEQ_CLS")
+    s = common.setup(cfg, resume, lora_task="SEQ_CLS")
+    model_path, acc, tok = s.model_path, s.acc, s.tok
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
-    norm_seqs, norm_source = _normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
-    common.report_data(acc, "rm", prep)
+    norm_seqs, norm_source = normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
+    report_data(acc, "rm", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
 
     # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)
     model = load_reward_model(model_path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         model = apply_lora(model, cfg.lora, cfg, task="SEQ_CLS", modules_to_save=["score"])
-    module = common.LastTokenReward(model)
+    module = forward.LastTokenReward(model)
 
     # 3. optimizer, schedule, processes, resume
-    steps = common.total_steps(len(prep.train), cfg.run)
-    opt = common.make_optimizer(module, cfg.optim)
-    sched = common.make_scheduler(opt, cfg.optim, steps)
-    module, opt = acc.prepare(module, opt)
-    acc.register_for_checkpointing(sched)
-    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
-    start = ckpt.load()["step"] if resume else 0
-    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, "rm")
+    t = common.start_training(acc, module, cfg, len(prep.train), resume, "rm")
+    module, opt, sched, ckpt, metrics, steps, start = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.start
     lengths = [e.length for e in prep.train]
     B, world = cfg.run.batch_size, acc.num_processes
 
@@ -78,8 +68,8 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     for step in range(start, steps):
         t0 = time.perf_counter()
         # 4. this process's micro-batches of global batch `step`
-        idx = data.step_indices(len(prep.train), B, step, cfg.run.seed)
-        micro = data.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        idx = batching.step_indices(len(prep.train), B, step, cfg.run.seed)
+        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         sums: dict = {}
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
@@ -120,18 +110,15 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
         (tmp / "config.json").write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
         (tmp / "reward_normalization.json").write_text(json.dumps(norm, indent=2) + "\n")
 
-    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge, extra=add_normalization)
-    if acc.is_main_process:
-        write_card(out_dir, "rm", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"reward_normalization": norm, "soft_labels_used": soft, "steps": steps}, base_hash=_model_hash(model_path))
-        common.plot_metrics(out_dir, METRIC_KEYS, "Reward model")
-    acc.wait_for_everyone()
-    return out_dir
+    return common.finish(acc, module, tok, cfg, "rm", model_path, provenance=prep.provenance,
+                         counts=prep.counts.as_dict(), final=final,
+                         details={"reward_normalization": norm, "soft_labels_used": soft, "steps": steps},
+                         plot_keys=METRIC_KEYS, plot_title="Reward model", extra=add_normalization)
 
 
 def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, device) -> dict:
     """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
-    batch = data.collate_pairs(exs, pad_id)
+    batch = batching.collate_pairs(exs, pad_id)
     rewards = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2b,)
     rc, rr = rewards.chunk(2)  # (b,) each
     p = batch["p_chosen"].to(device) if soft else None
@@ -177,8 +164,8 @@ def score(acc, module, seqs: list[list[int]], micro: int, pad_id: int) -> torch.
     res = []
     for i in range(0, len(mine), micro * 2):
         mb = mine[i:i + micro * 2]
-        ids = data.pad_right([seqs[j] for j in mb], pad_id)
-        mask = data.pad_right([[1] * len(seqs[j]) for j in mb], 0)
+        ids = batching.pad_right([seqs[j] for j in mb], pad_id)
+        mask = batching.pad_right([[1] * len(seqs[j]) for j in mb], 0)
         res += list(zip(mb, module(ids.to(acc.device), mask.to(acc.device)).float().cpu().tolist()))
     module.train()
     if acc.num_processes > 1:
@@ -195,7 +182,7 @@ def score(acc, module, seqs: list[list[int]], micro: int, pad_id: int) -> torch.
 NORMALIZE_CONFIGS = ("samples", "responses", "sft")
 
 
-def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]], str]:
+def normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]], str]:
     """Token sequences to normalise on (METHOD.md: policy samples): `normalize_with`, a cai dataset with
     responses (`samples`, `responses`: prompt + response; `sft`: messages) or a file of such rows or of
     pairs; empty means the held-out pairs' responses (else the training pairs')."""
@@ -203,20 +190,19 @@ def _normalization_sequences(cfg: RMConfig, tok, prep) -> tuple[list[list[int]],
         from pathlib import Path
         root = Path(cfg.normalize_with)
         config = next((c for c in NORMALIZE_CONFIGS if (root / c).is_dir()), "")
-        rows = data.read_rows(cfg.normalize_with, config, cfg.data.split, field_name="normalize_with")
+        rows = data.read_split(cfg.normalize_with, config, cfg.data.split, field_name="normalize_with")
         seqs = []
         for r in rows.rows:
             if r.get("messages"):
-                seqs.append(data._chat_ids(tok, data._as_messages(r["messages"], "user")))
+                seqs.append(data.chat_ids(tok, as_messages(r["messages"])))
             elif isinstance(r.get("response"), str) and r.get("prompt") is not None:
-                msgs = data._as_messages(r["prompt"], "user") + [{"role": "assistant", "content": r["response"]}]
-                seqs.append(data._chat_ids(tok, msgs))
+                msgs = as_messages(r["prompt"]) + [{"role": "assistant", "content": r["response"]}]
+                seqs.append(data.chat_ids(tok, msgs))
             elif {"prompt", "chosen", "rejected"} <= set(r):
                 ex = data.tokenize_pair_rm(tok, r, 10 ** 9, data.Counts())
                 seqs += [ex.chosen_ids, ex.rejected_ids]
         seqs = [s[-cfg.data.max_length:] for s in seqs]
         if not seqs:
-            from cai.errors import InputError
             raise InputError("no policy responses to normalise on: needs `prompt` + `response` (cai sample / "
                              "generate), `messages`, or prompt/chosen/rejected rows", file=rows.source,
                              field="normalize_with")

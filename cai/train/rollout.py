@@ -18,15 +18,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from cai.constitution import load_constitution
+from cai.data.sources import as_messages, read_rows
+from cai.engine import make_engine
+from cai.engine.base import SamplingParams
 from cai.errors import InputError
-from cai.train import losses
+from cai.feedback.score import score_responses
+from cai.train import batching, common, data, forward, losses
+from cai.train.config import config_error
+from cai.train.rm import load_reward_model
 
 # ---- prompts ------------------------------------------------------------------------------------------
 
 
 def load_prompt_rows(data, tok) -> tuple[list[Any], list[list[int]], int]:
     """(prompts as given, their chat-template token ids, how many were dropped as too long)."""
-    from cai.data.sources import read_rows
     if not data.path:
         raise InputError("no prompts given (set data.path)", field="data.path")
     rows = [r for _, r in read_rows(Path(data.path).expanduser(), config=data.config or None)]
@@ -87,7 +93,6 @@ class Batch:
 def sample(engine, prompt_ids: list[list[int]], index: list[int], seeds: list[int], rollout, tok,
            eos_ids: list[int]) -> Batch:
     """Sample one response per (prompt, seed) in ONE engine batch, and lay the batch out for training."""
-    from cai.engine.base import SamplingParams
     params = [SamplingParams(temperature=rollout.temperature, max_tokens=rollout.max_new_tokens, seed=s,
                              logprobs=True) for s in seeds]
     results = engine.generate([prompt_ids[i] for i in index], params)
@@ -187,10 +192,8 @@ class RMReward:
     with the RM's chat template, as the RM saw its training pairs."""
 
     def __init__(self, path: Path, dtype: str, normalize: bool, batch_size: int, device):
-        from cai.train import common
-        from cai.train.rm import load_reward_model
         self.tok = common.load_tokenizer(path)
-        self.model = common.LastTokenReward(load_reward_model(path, dtype, self.tok.pad_token_id)).to(device).eval()
+        self.model = forward.LastTokenReward(load_reward_model(path, dtype, self.tok.pad_token_id)).to(device).eval()
         self.model.requires_grad_(False)
         self.gain, self.bias = 1.0, 0.0
         norm = path / "reward_normalization.json"
@@ -204,16 +207,15 @@ class RMReward:
 
     @torch.no_grad()
     def __call__(self, prompts: list, responses: list[str]) -> tuple[list[float], list[float]]:
-        from cai.train import data
         seqs = []
         for p, r in zip(prompts, responses):
-            msgs = data._as_messages(p, "user") + [{"role": "assistant", "content": r}]
-            seqs.append(data._chat_ids(self.tok, msgs))
+            msgs = as_messages(p) + [{"role": "assistant", "content": r}]
+            seqs.append(data.chat_ids(self.tok, msgs))
         raw = []
         for lo in range(0, len(seqs), self.batch_size):
             chunk = seqs[lo:lo + self.batch_size]
-            ids = data.pad_right(chunk, self.tok.pad_token_id).to(self.device)
-            m = data.pad_right([[1] * len(s) for s in chunk], 0).to(self.device)
+            ids = batching.pad_right(chunk, self.tok.pad_token_id).to(self.device)
+            m = batching.pad_right([[1] * len(s) for s in chunk], 0).to(self.device)
             raw += self.model(ids, m).tolist()
         return raw, [self.gain * x + self.bias for x in raw]
 
@@ -222,14 +224,11 @@ class JudgeReward:
     """d-RLAIF: a judge rates each response with the constitution's score rubric (reward in [-1, 1])."""
 
     def __init__(self, cfg):
-        from cai.constitution import load_constitution
-        from cai.engine import make_engine
         self.constitution = load_constitution(cfg.reward.constitution)
         kw = {"dtype": "float32"} if cfg.reward.judge_engine == "hf" else {}
         self.engine = make_engine(cfg.reward.judge_engine, cfg.reward.model, **kw)
 
     def __call__(self, prompts: list, responses: list[str]) -> tuple[list[float], list[float]]:
-        from cai.feedback.score import score_responses
         out = score_responses(self.engine, self.constitution, prompts, responses)
         vals = [math.nan if x is None else float(x) for x in out]
         return vals, vals
@@ -269,7 +268,6 @@ def import_callable(spec: str):
 
 def make_reward(cfg, reward_fn, device):
     """The reward source named by `cfg.reward.kind` (a `reward_fn` given in Python wins)."""
-    from cai.train import common
     if reward_fn is not None:
         return CallableReward(reward_fn)
     kind = cfg.reward.kind
@@ -279,7 +277,6 @@ def make_reward(cfg, reward_fn, device):
     if kind == "judge":
         return JudgeReward(cfg)
     if not cfg.reward.fn:
-        from cai.train.config import config_error
         raise config_error(cfg, "reward.fn", "kind callable needs reward.fn (module:function), or pass "
                            "reward_fn= to train_ppo")
     return CallableReward(import_callable(cfg.reward.fn))

@@ -10,49 +10,37 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from cai.models import model_hash as _model_hash
-from cai.train import common, data, losses
-from cai.train.card import write_card
+from cai.train import batching, common, data, forward, losses
 from cai.train.config import SFTConfig
-from cai.train.lora import check_targets
+from cai.train.lora import apply_lora
+from cai.train.metrics import report_data
 
 METRIC_KEYS = ["loss", "grad_norm", "lr"]
 
 
 def train(cfg: SFTConfig, resume: bool = False) -> Path:
     # 1. processes, seed, tokenizer, data
-    model_path = common.resolve(cfg.model, "model")
-    common.check_resume(cfg.run.output_dir, resume)
-    acc = common.make_accelerator(cfg.run.seed)
-    tok = common.load_tokenizer(model_path)
-    check_targets(cfg, model_path)
+    s = common.setup(cfg, resume)
+    model_path, acc, tok = s.model_path, s.acc, s.tok
     prep = data.prepare(cfg, tok, ("messages",),
                         lambda row, counts: data.tokenize_sft(tok, row["messages"], cfg.data.max_length, counts))
-    common.report_data(acc, "sft", prep)
-    train_ex = data.pack_sft(prep.train, cfg.data.max_length) if cfg.packing else prep.train
+    report_data(acc, "sft", prep)
+    train_ex = batching.pack_sft(prep.train, cfg.data.max_length) if cfg.packing else prep.train
     n_targets = [sum(e.labels_mask[1:]) for e in train_ex]  # scored tokens per example
 
     # 2. model (with LoRA: an adapter over the frozen base)
     model = common.load_causal_lm(model_path, cfg.run.dtype, cfg.run.gradient_checkpointing)
     if cfg.lora.enabled:
-        from cai.train.lora import apply_lora
         model = apply_lora(model, cfg.lora, cfg)
-    module = common.CompletionLogps(model)
+    module = forward.CompletionLogps(model)
 
     # 3. optimizer, schedule, processes, resume
-    steps = common.total_steps(len(train_ex), cfg.run)
-    opt = common.make_optimizer(module, cfg.optim)
-    sched = common.make_scheduler(opt, cfg.optim, steps)
-    module, opt = acc.prepare(module, opt)
-    acc.register_for_checkpointing(sched)
-    ckpt = common.Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
-    start = ckpt.load()["step"] if resume else 0
-    metrics = common.Metrics(acc, cfg.run.output_dir, steps, start, cfg.run.progress, "sft")
+    t = common.start_training(acc, module, cfg, len(train_ex), resume, "sft")
+    module, opt, sched, ckpt, metrics, steps, start = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.start
     lengths = [len(e.input_ids) for e in train_ex]
     world = acc.num_processes
 
@@ -61,9 +49,9 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
     for step in range(start, steps):
         t0 = time.perf_counter()
         # 4. this process's micro-batches of global batch `step`
-        idx = data.step_indices(len(train_ex), cfg.run.batch_size, step, cfg.run.seed)
+        idx = batching.step_indices(len(train_ex), cfg.run.batch_size, step, cfg.run.seed)
         n_global = sum(n_targets[i] for i in idx)  # every process knows the whole batch: no all-reduce
-        micro = data.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         nll_sum, tokens = torch.zeros((), dtype=torch.float64), 0
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
@@ -95,19 +83,15 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
         metrics.log(steps, ev)
         final.update(ev)
     metrics.close()
-    out_dir = common.save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge)
-    if acc.is_main_process:
-        write_card(out_dir, "sft", asdict(cfg), cfg.model, prep.provenance, prep.counts.as_dict(), final,
-                   {"steps": steps, "packing": cfg.packing, "rows_per_step": cfg.run.batch_size},
-                   base_hash=_model_hash(model_path))
-        common.plot_metrics(out_dir, METRIC_KEYS, "SFT")
-    acc.wait_for_everyone()
-    return out_dir
+    return common.finish(acc, module, tok, cfg, "sft", model_path, provenance=prep.provenance,
+                         counts=prep.counts.as_dict(), final=final,
+                         details={"steps": steps, "packing": cfg.packing, "rows_per_step": cfg.run.batch_size},
+                         plot_keys=METRIC_KEYS, plot_title="SFT")
 
 
 def _nll(module, exs: list, pad_id: int, device) -> tuple[torch.Tensor, int]:
     """Summed NLL of the scored tokens of a micro-batch, and their count."""
-    batch = data.collate_sft(exs, pad_id)
+    batch = batching.collate_sft(exs, pad_id)
     batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
     logps, n_tok = module(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                           position_ids=batch.get("position_ids"))  # (b,), (b,)

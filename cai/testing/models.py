@@ -1,4 +1,4 @@
-"""Test helpers: a tiny random Llama with the SmolLM2 tokenizer and chat template.
+"""A tiny random Llama with the SmolLM2 tokenizer and chat template.
 
 2 layers, hidden 128, 2 heads (head_dim 64: vLLM's CPU attention rejects 16). It starts in vLLM in a
 few seconds and trains in milliseconds, so most tests use it; a few integration tests use real SmolLM2.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cai.models import DEFAULT_MODEL, _file_lock, cache_dir, resolve_model
+from cai.models import DEFAULT_MODEL, cache_dir, file_lock, resolve_model
 
 TINY_NAME = "tiny-llama-smollm2-tok"
 
@@ -23,7 +23,7 @@ def make_tiny_model(out: str | os.PathLike | None = None, *, seed: int = 0, laye
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(out.parent / f".{out.name}.lock"):
+    with file_lock(out.parent / f".{out.name}.lock"):
         if (out / "model.safetensors").is_file():
             return out
         tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))

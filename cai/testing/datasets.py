@@ -15,14 +15,14 @@ BAD = ["No. Figure out {t} yourself.", "{T}? Whatever, I do not care about {t} a
        "I refuse to talk about {t} because it is boring."]
 
 
-def _write(out: Path, config: str, rows: list[dict], provenance: dict) -> Path:
+def write_dataset_dir(out: Path, config: str, rows: list[dict], provenance: dict) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
     (out / config).mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out / config / "train-00000-of-00001.parquet")
     (out / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: train\n"
                                    f"    path: {config}/train-*.parquet\n---\n# synthetic {config} data\n")
-    (out / "manifest.json").write_text(json.dumps({"generator": "cai.train.fixtures", **provenance}, indent=2))
+    (out / "manifest.json").write_text(json.dumps({"generator": "cai.testing.datasets", **provenance}, indent=2))
     return out
 
 
@@ -42,7 +42,7 @@ def make_prefs_dataset(out: str | Path, n: int = 32, *, seed: int = 0, soft: boo
         if soft:
             row["p_chosen"] = round(0.6 + 0.4 * rng.random(), 3)
         rows.append(row)
-    return _write(Path(out), "prefs", rows, {"constitution_hash": "c0ffee", "rows": n})
+    return write_dataset_dir(Path(out), "prefs", rows, {"constitution_hash": "c0ffee", "rows": n})
 
 
 def make_sft_dataset(out: str | Path, n: int = 32, *, seed: int = 0, multi_turn_every: int = 4) -> Path:
@@ -59,4 +59,4 @@ def make_sft_dataset(out: str | Path, n: int = 32, *, seed: int = 0, multi_turn_
                 {"role": "assistant", "content": f"Sure: people have studied {t} for centuries."}]
         rows.append({"prompt": msgs[-2]["content"] if msgs[0]["role"] == "system" else msgs[0]["content"],
                      "messages": msgs, "constitution_hash": "c0ffee"})
-    return _write(Path(out), "sft", rows, {"constitution_hash": "c0ffee", "rows": n})
+    return write_dataset_dir(Path(out), "sft", rows, {"constitution_hash": "c0ffee", "rows": n})

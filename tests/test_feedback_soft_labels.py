@@ -5,7 +5,8 @@ import pytest
 
 from cai.errors import InputError
 from cai.feedback.config import LabelConfig, SampleConfig
-from cai.feedback.labels import (
+from cai.feedback.sample import make_pairs
+from cai.feedback.soft_labels import (
     Preference,
     clamp,
     expected_score,
@@ -13,7 +14,6 @@ from cai.feedback.labels import (
     option_variants,
     score_distribution,
 )
-from cai.feedback.sample import make_pairs
 
 L = math.log
 
