@@ -96,7 +96,7 @@ def test_rpo_adds_alpha_times_the_chosen_per_token_nll(models, tok, tmp_path):
                                   progress=False, save_every=0),
                     optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"))
     dpo.train(cfg)
-    step1 = common.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    step1 = metrics.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
     n_chosen = [sum(data.tokenize_pair_dpo(tok, r, 1024, "keep_start", data.Counts()).chosen_mask[1:]) for r in ROWS]
     nll = [-pc / n for (pc, _), n in zip(seq_logps(models[0], tok, ROWS), n_chosen)]
     want = [d + 0.5 * x for d, x in zip(by_hand(models, tok, "cdpo"), nll)]
