@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,9 @@ CPU_EAGER = True
 
 # vLLM warnings that never call for action from a cai user (shown with --verbose).
 _NOISE = ("global random seed is set", "doesn't allow to use `torch.set_num_threads`", "Passing raw prompts",
-          "is deprecated", "Attempted to load weight", "Triton is installed")
+          "is deprecated", "Attempted to load weight", "Triton is installed",
+          # every in-place weight reload (PPO's sync): rotary embeddings have no weights to load
+          "RotaryEmbedding: Failed to load weights")
 
 
 class _Quiet(logging.Filter):
@@ -54,6 +57,8 @@ def quiet_logs(verbose: bool) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
         return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM's own import uses an API torch deprecated (`torch.distributed.reduce_op`): two lines per stage
+    warnings.filterwarnings("ignore", message=r".*reduce_op.* is deprecated", category=FutureWarning)
     for h in logging.getLogger("vllm").handlers:
         if not any(isinstance(f, _Quiet) for f in h.filters):
             h.addFilter(_Quiet())
