@@ -1,4 +1,4 @@
-"""`--config FILE.yaml` + `KEY=VALUE` + `--print-config` for `cai critique` and `cai label`: a stage runs from
+"""`--config FILE.yaml` + `KEY=VALUE` + `--print-config` for `cai critique`, `cai label` and `cai sample`: a stage runs from
 YAML, the shortcut flags and overrides land on the same dataclass fields, and the printed config reads back."""
 import json
 from pathlib import Path
@@ -25,6 +25,10 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
     label = yaml.safe_load(run_cai("label", "--data", "d", "--out", "o", "--cot", "--no-clamp", "principles=2",
                                    "--print-config", check=True).stdout)
     assert label["mode"] == "cot" and label["clamp"] is None and label["principles"] == 2 and label["judge"]
+    sample = yaml.safe_load(run_cai("sample", "--n", "2", "seed=5", "engine.backend=hf", "--print-config",
+                                    check=True).stdout)
+    assert sample["n"] == 2 and sample["seed"] == 5 and sample["engine"]["backend"] == "hf"
+    assert sample["temperature"] == 1.0 and sample["pairing"] == "all"  # SampleConfig's defaults
 
 
 def test_config_errors_name_file_line_and_field(tmp_path):

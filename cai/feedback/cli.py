@@ -10,7 +10,7 @@ from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.label import label, rlaif
 from cai.feedback.sample import sample
 from cai.generate import check_sampling_flags
-from cai.pipeline.adapters import LabelStage, core, engine_config
+from cai.pipeline.adapters import LabelStage, SampleStage, core, engine_config
 from cai.stage import (
     ENGINE_SHORTCUTS,
     add_config_args,
@@ -93,11 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sample", help="K policy responses per prompt, paired; writes `samples` and `pairs`")
     _sample_flags(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="output dataset dir (required unless the config names it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     add_engine_args(p)
-    p.set_defaults(func=_cmd_sample)
+    add_config_args(p)
+    p.set_defaults(func=_cmd_sample, parser=p)
 
     p = sub.add_parser("label", help="AI preference labels for pairs; writes `prefs`")
     p.add_argument("--data", default=None, help="pairs: a `cai sample` dataset dir or a table with "
@@ -121,7 +122,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_rlaif)
 
 
+# flag dest -> field of `SampleStage`, for `--config` runs
+SAMPLE_SHORTCUTS = {"prompts": "prompts", "column": "column", "n": "n", "temperature": "temperature",
+                    "top_p": "top_p", "max_tokens": "max_tokens", "pairing": "pairing",
+                    "pairs_per_prompt": "pairs_per_prompt", "system": "system", "limit": "limit", "out": "out",
+                    "seed": "seed", "model": "model", **ENGINE_SHORTCUTS}
+
+
 def _cmd_sample(args) -> int:
+    if uses_config(args):
+        stage = stage_config_from_args(SampleStage, args.parser, args, SAMPLE_SHORTCUTS)
+        if args.print_config:
+            print_config(stage)
+            return 0
+        if not stage.out:
+            raise InputError("is required (--out or out: in the config)", field="out")
+        sample(prompts=stage.prompts, out=stage.out, config=core(SampleConfig, stage), column=stage.column,
+               limit=stage.limit or None, overwrite=args.overwrite, engine=engine_config(stage.model, stage.engine))
+        return 0
+    if not args.out:
+        raise InputError("the following arguments are required: --out", field="--out")
     sample(prompts=_prompts(args), out=args.out, config=_sample_config(args), column=args.column, limit=args.limit,
            overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
