@@ -15,7 +15,7 @@ COMMAND_MODULES = [
     "cai.models",
     "cai.generate",
     "cai.constitution.cli",
-    "cai.critique",
+    "cai.critique.cli",
     "cai.feedback.cli",
     "cai.labelui",
     "cai.contrast.cli",

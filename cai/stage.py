@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from cai import __version__
+from cai.config import apply_overrides, dump_yaml, from_data
 from cai.data.sources import as_messages
 from cai.data.store import RequestCache, check_output_dir, default_cache_path
 from cai.engine import make_engine
@@ -18,6 +19,7 @@ from cai.engine.base import Engine
 from cai.engine.cached import CachedEngine
 from cai.engine.config import EngineConfig
 from cai.errors import InputError
+from cai.yamlio import load_yaml
 
 
 def add_engine_args(p: argparse.ArgumentParser, *, model_flag: str = "--model", default_model: str = "smollm2-135m"
@@ -34,6 +36,54 @@ def add_engine_args(p: argparse.ArgumentParser, *, model_flag: str = "--model", 
                    help="extra engine argument passed through, e.g. tensor_parallel_size=2 (JSON values)")
     g.add_argument("--cache", default=None, help="request cache (SQLite); default ~/.cache/cai/requests.sqlite")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
+
+
+# engine flag dest -> field of a stage config's `engine` (an `EngineSpec`), for `--config` runs
+ENGINE_SHORTCUTS = {"engine": "engine.backend", "base_url": "engine.base_urls", "max_model_len": "engine.max_model_len",
+                    "dtype": "engine.dtype", "cache": "engine.cache", "no_cache": "engine.no_cache"}
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """`--config FILE.yaml`, `KEY=VALUE` overrides and `--print-config` for a stage whose config is a dataclass."""
+    g = p.add_argument_group("config")
+    g.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="the stage's config as YAML (what --print-config writes); flags given override it")
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted config overrides, applied last, e.g. rounds=3 engine.backend=hf")
+    g.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def uses_config(args) -> bool:
+    return bool(getattr(args, "config", None) or getattr(args, "overrides", None) or getattr(args, "print_config", False))
+
+
+def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcuts: dict[str, str]) -> Any:
+    """Build `cls` from `--config FILE.yaml`, then the shortcut flags the user gave (`shortcuts`: flag dest ->
+    dotted field; a flag left at its default sets nothing, so the YAML or the dataclass default stands),
+    then the `KEY=VALUE` overrides. Mistakes name FILE:LINE:COL and the field, as every config does."""
+    data, marks = load_yaml(args.config) if args.config else ({}, {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("the config must be a mapping", file=args.config, line=1, col=1)
+    given = set()
+    for dest, key in shortcuts.items():
+        value = getattr(args, dest)
+        if value == p.get_default(dest):
+            continue
+        keys = tuple(key.split("."))
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = list(value) if isinstance(value, tuple) else value
+        given.add(keys)
+    given |= apply_overrides(data, args.overrides)
+    return from_data(cls, data, file=args.config, marks=marks, overridden=given)
+
+
+def print_config(cfg: Any) -> None:
+    """The resolved config as YAML, which `--config` reads back."""
+    print(dump_yaml(cfg), end="")
 
 
 def parse_engine_args(items: list[str]) -> dict[str, Any]:

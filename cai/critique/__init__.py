@@ -8,8 +8,7 @@ answer against sampled constitution principles for N rounds; the result is SFT d
 `config` (the run's settings and filters), `conversation` (one conversation's state machine and its rows),
 `run` (the continuous-feed driver and the dry-run planner), `cli` (`cai critique`).
 """
-from cai.critique.cli import register
 from cai.critique.config import FILTERS, CritiqueConfig
 from cai.critique.run import critique, plan
 
-__all__ = ["FILTERS", "CritiqueConfig", "critique", "plan", "register"]
+__all__ = ["FILTERS", "CritiqueConfig", "critique", "plan"]

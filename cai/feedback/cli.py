@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from cai.data.sources import DEFAULT_PROMPTS
 from cai.errors import InputError
@@ -9,7 +10,16 @@ from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.label import label, rlaif
 from cai.feedback.sample import sample
 from cai.generate import check_sampling_flags
-from cai.stage import add_engine_args, engine_config_from_args
+from cai.pipeline.adapters import LabelStage, SampleStage, core, engine_config
+from cai.stage import (
+    ENGINE_SHORTCUTS,
+    add_config_args,
+    add_engine_args,
+    engine_config_from_args,
+    print_config,
+    stage_config_from_args,
+    uses_config,
+)
 
 DEFAULT_CONSTITUTION = "harmless"
 
@@ -83,21 +93,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sample", help="K policy responses per prompt, paired; writes `samples` and `pairs`")
     _sample_flags(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="output dataset dir (required unless the config names it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     add_engine_args(p)
-    p.set_defaults(func=_cmd_sample)
+    add_config_args(p)
+    p.set_defaults(func=_cmd_sample, parser=p)
 
     p = sub.add_parser("label", help="AI preference labels for pairs; writes `prefs`")
-    p.add_argument("--data", required=True, help="pairs: a `cai sample` dataset dir or a table with "
-                   "prompt, response_a, response_b")
-    p.add_argument("--out", required=True)
+    p.add_argument("--data", default=None, help="pairs: a `cai sample` dataset dir or a table with "
+                   "prompt, response_a, response_b (required unless the config names it)")
+    p.add_argument("--out", default=None, help="output dataset dir (required unless the config names it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     add_label_flags(p)
     add_engine_args(p, model_flag="--judge")
-    p.set_defaults(func=_cmd_label)
+    add_config_args(p)
+    p.set_defaults(func=_cmd_label, parser=p)
 
     p = sub.add_parser("rlaif", help="sample from a policy and label with a judge, in one dataset")
     _sample_flags(p)
@@ -110,13 +122,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_rlaif)
 
 
+# flag dest -> field of `SampleStage`, for `--config` runs
+SAMPLE_SHORTCUTS = {"prompts": "prompts", "column": "column", "n": "n", "temperature": "temperature",
+                    "top_p": "top_p", "max_tokens": "max_tokens", "pairing": "pairing",
+                    "pairs_per_prompt": "pairs_per_prompt", "system": "system", "limit": "limit", "out": "out",
+                    "seed": "seed", "model": "model", **ENGINE_SHORTCUTS}
+
+
 def _cmd_sample(args) -> int:
+    if uses_config(args):
+        stage = stage_config_from_args(SampleStage, args.parser, args, SAMPLE_SHORTCUTS)
+        if args.print_config:
+            print_config(stage)
+            return 0
+        if not stage.out:
+            raise InputError("is required (--out or out: in the config)", field="out")
+        sample(prompts=stage.prompts, out=stage.out, config=core(SampleConfig, stage), column=stage.column,
+               limit=stage.limit or None, overwrite=args.overwrite, engine=engine_config(stage.model, stage.engine))
+        return 0
+    if not args.out:
+        raise InputError("the following arguments are required: --out", field="--out")
     sample(prompts=_prompts(args), out=args.out, config=_sample_config(args), column=args.column, limit=args.limit,
            overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0
 
 
+# flag dest -> field of `LabelStage`, for `--config` runs (the switches --cot, --one-order, --no-few-shot and
+# --no-clamp are applied after, in `label_stage_config`)
+LABEL_SHORTCUTS = {"data": "data", "out": "out", "seed": "seed", "model": "judge", "constitution": "constitution",
+                   "principles": "principles", "top_k": "top_k", "cot_max_tokens": "cot_max_tokens",
+                   "batch_pairs": "batch_pairs", "clamp": "clamp", **ENGINE_SHORTCUTS}
+
+
+def label_stage_config(args) -> LabelStage:
+    """`--config FILE.yaml` + the flags given + KEY=VALUE overrides -> the `cai label` stage config."""
+    cfg = stage_config_from_args(LabelStage, args.parser, args, LABEL_SHORTCUTS)
+    switches = {"mode": "cot" if args.cot else None, "both_orders": False if args.one_order else None,
+                "few_shot": False if args.no_few_shot else None}
+    changes = {k: v for k, v in switches.items() if v is not None}
+    if args.no_clamp:
+        changes["clamp"] = None
+    return flag_errors(lambda: dataclasses.replace(cfg, **changes)) if changes else cfg
+
+
 def _cmd_label(args) -> int:
+    if uses_config(args):
+        stage = label_stage_config(args)
+        if args.print_config:
+            print_config(stage)
+            return 0
+        if not stage.out:
+            raise InputError("is required (--out or out: in the config)", field="out")
+        label(data=stage.data, out=stage.out, constitution=stage.constitution, config=core(LabelConfig, stage),
+              overwrite=args.overwrite, engine=engine_config(stage.judge, stage.engine))
+        return 0
+    for flag in ("data", "out"):
+        if not getattr(args, flag):
+            raise InputError(f"the following arguments are required: --{flag}", field=f"--{flag}")
     label(data=args.data, out=args.out, constitution=args.constitution, config=label_config_from_args(args, args.seed),
           overwrite=args.overwrite, engine=engine_config_from_args(args))
     return 0

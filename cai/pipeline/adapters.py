@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cai.critique import critique
 from cai.critique.config import CritiqueConfig
+from cai.critique.run import critique
 from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.base import SamplingParams
 from cai.engine.config import EngineConfig
