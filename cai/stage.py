@@ -88,6 +88,18 @@ def print_config(cfg: Any) -> None:
     print(dump_yaml(cfg), end="")
 
 
+def config_run(args, build) -> Any:
+    """The stage config of a `--config` run (`build(args)`), or None once `--print-config` has printed it.
+    A config to run must name its output directory."""
+    cfg = build(args)
+    if args.print_config:
+        print_config(cfg)
+        return None
+    if not cfg.out:
+        raise InputError("is required (--out or out: in the config)", field="out")
+    return cfg
+
+
 def parse_engine_args(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:

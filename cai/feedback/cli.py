@@ -15,8 +15,8 @@ from cai.stage import (
     ENGINE_SHORTCUTS,
     add_config_args,
     add_engine_args,
+    config_run,
     engine_config_from_args,
-    print_config,
     stage_config_from_args,
     uses_config,
 )
@@ -132,12 +132,9 @@ SAMPLE_SHORTCUTS = {"prompts": "prompts", "column": "column", "n": "n", "tempera
 
 def _cmd_sample(args) -> int:
     if uses_config(args):
-        stage = stage_config_from_args(SampleStage, args.parser, args, SAMPLE_SHORTCUTS)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, lambda a: stage_config_from_args(SampleStage, a.parser, a, SAMPLE_SHORTCUTS))
+        if stage is None:
             return 0
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
         sample(prompts=stage.prompts, out=stage.out, config=core(SampleConfig, stage), column=stage.column,
                limit=stage.limit or None, overwrite=args.overwrite, engine=engine_config(stage.model, stage.engine))
         return 0
@@ -158,22 +155,25 @@ LABEL_SHORTCUTS = {"data": "data", "out": "out", "seed": "seed", "model": "judge
 def label_stage_config(args) -> LabelStage:
     """`--config FILE.yaml` + the flags given + KEY=VALUE overrides -> the `cai label` stage config."""
     cfg = stage_config_from_args(LabelStage, args.parser, args, LABEL_SHORTCUTS)
+    changes = label_switches(args)
+    return flag_errors(lambda: dataclasses.replace(cfg, **changes)) if changes else cfg
+
+
+def label_switches(args) -> dict:
+    """The LabelConfig fields the on/off flags set when given: --cot, --one-order, --no-few-shot, --no-clamp."""
     switches = {"mode": "cot" if args.cot else None, "both_orders": False if args.one_order else None,
                 "few_shot": False if args.no_few_shot else None}
     changes = {k: v for k, v in switches.items() if v is not None}
     if args.no_clamp:
         changes["clamp"] = None
-    return flag_errors(lambda: dataclasses.replace(cfg, **changes)) if changes else cfg
+    return changes
 
 
 def _cmd_label(args) -> int:
     if uses_config(args):
-        stage = label_stage_config(args)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, label_stage_config)
+        if stage is None:
             return 0
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
         label(data=stage.data, out=stage.out, constitution=stage.constitution, config=core(LabelConfig, stage),
               overwrite=args.overwrite, engine=engine_config(stage.judge, stage.engine))
         return 0
@@ -201,11 +201,7 @@ def rlaif_stage_config(args) -> RlaifStage:
     if args.seed != args.parser.get_default("seed"):  # one --seed seeds both halves, as without --config
         args.overrides = [f"label.seed={args.seed}", *args.overrides]
     cfg = stage_config_from_args(RlaifStage, args.parser, args, RLAIF_SHORTCUTS)
-    switches = {"mode": "cot" if args.cot else None, "both_orders": False if args.one_order else None,
-                "few_shot": False if args.no_few_shot else None}
-    changes = {k: v for k, v in switches.items() if v is not None}
-    if args.no_clamp:
-        changes["clamp"] = None
+    changes = label_switches(args)
     if changes:
         cfg = dataclasses.replace(cfg, label=flag_errors(lambda: dataclasses.replace(cfg.label, **changes)))
     return cfg
@@ -213,12 +209,9 @@ def rlaif_stage_config(args) -> RlaifStage:
 
 def _cmd_rlaif(args) -> int:
     if uses_config(args):
-        stage = rlaif_stage_config(args)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, rlaif_stage_config)
+        if stage is None:
             return 0
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
         policy = engine_config(stage.model, stage.engine)
         judge = engine_config(stage.judge or stage.model, stage.judge_engine if stage.judge else stage.engine)
         rlaif(prompts=stage.prompts, out=stage.out, constitution=stage.constitution, sample_config=stage.sample,
