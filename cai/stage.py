@@ -57,9 +57,10 @@ def uses_config(args) -> bool:
     return bool(getattr(args, "config", None) or getattr(args, "overrides", None) or getattr(args, "print_config", False))
 
 
-def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcuts: dict[str, str]) -> Any:
+def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcuts: dict[str, str | tuple]) -> Any:
     """Build `cls` from `--config FILE.yaml`, then the shortcut flags the user gave (`shortcuts`: flag dest ->
-    dotted field; a flag left at its default sets nothing, so the YAML or the dataclass default stands),
+    dotted field, or a tuple of fields it sets together; a flag left at its default sets nothing, so the YAML
+    or the dataclass default stands),
     then the `KEY=VALUE` overrides. Mistakes name FILE:LINE:COL and the field, as every config does."""
     data, marks = load_yaml(args.config) if args.config else ({}, {})
     if data is None:
@@ -71,12 +72,13 @@ def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcut
         value = getattr(args, dest)
         if value == p.get_default(dest):
             continue
-        keys = tuple(key.split("."))
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = list(value) if isinstance(value, tuple) else value
-        given.add(keys)
+        for dotted in key if isinstance(key, tuple) else (key,):
+            keys = tuple(dotted.split("."))
+            node = data
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = list(value) if isinstance(value, tuple) else value
+            given.add(keys)
     given |= apply_overrides(data, args.overrides)
     return from_data(cls, data, file=args.config, marks=marks, overridden=given)
 
@@ -84,6 +86,18 @@ def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcut
 def print_config(cfg: Any) -> None:
     """The resolved config as YAML, which `--config` reads back."""
     print(dump_yaml(cfg), end="")
+
+
+def config_run(args, build) -> Any:
+    """The stage config of a `--config` run (`build(args)`), or None once `--print-config` has printed it.
+    A config to run must name its output directory."""
+    cfg = build(args)
+    if args.print_config:
+        print_config(cfg)
+        return None
+    if not cfg.out:
+        raise InputError("is required (--out or out: in the config)", field="out")
+    return cfg
 
 
 def parse_engine_args(items: list[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`--config FILE.yaml` + `KEY=VALUE` + `--print-config` for `cai critique`, `cai label` and `cai sample`: a stage runs from
+"""`--config FILE.yaml` + `KEY=VALUE` + `--print-config` for `cai critique`, `label`, `sample` and `rlaif`: a stage runs from
 YAML, the shortcut flags and overrides land on the same dataclass fields, and the printed config reads back."""
 import json
 from pathlib import Path
@@ -29,6 +29,11 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
                                     check=True).stdout)
     assert sample["n"] == 2 and sample["seed"] == 5 and sample["engine"]["backend"] == "hf"
     assert sample["temperature"] == 1.0 and sample["pairing"] == "all"  # SampleConfig's defaults
+    rlaif = yaml.safe_load(run_cai("rlaif", "--n", "3", "--seed", "4", "--cot", "--judge", "j", "label.top_k=5",
+                                   "--engine", "hf", "--print-config", check=True).stdout)
+    assert rlaif["engine"]["backend"] == rlaif["judge_engine"]["backend"] == "hf"
+    assert rlaif["sample"]["n"] == 3 and rlaif["sample"]["seed"] == rlaif["label"]["seed"] == 4
+    assert rlaif["label"]["mode"] == "cot" and rlaif["label"]["top_k"] == 5 and rlaif["judge"] == "j"
 
 
 def test_config_errors_name_file_line_and_field(tmp_path):

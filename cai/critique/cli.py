@@ -17,8 +17,8 @@ from cai.stage import (
     ENGINE_SHORTCUTS,
     add_config_args,
     add_engine_args,
+    config_run,
     engine_config_from_args,
-    print_config,
     stage_config_from_args,
     uses_config,
 )
@@ -121,15 +121,12 @@ def _cmd(args) -> int:
     if args.verbose:
         os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     if uses_config(args):
-        stage = stage_config(args)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, stage_config)
+        if stage is None:
             return 0
         common = {"prompts": stage.prompts, "out": stage.out, "constitution": stage.constitution,
                   "config": core(CritiqueConfig, stage), "column": stage.column, "limit": stage.limit or None,
                   "engine": engine_config(stage.model, stage.engine)}
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
     else:
         common = {"prompts": args.prompts, "out": args.out, "constitution": args.constitution,
                   "config": config_from_args(args), "column": args.column, "limit": args.limit,

@@ -10,13 +10,13 @@ from cai.feedback.config import LabelConfig, SampleConfig
 from cai.feedback.label import label, rlaif
 from cai.feedback.sample import sample
 from cai.generate import check_sampling_flags
-from cai.pipeline.adapters import LabelStage, SampleStage, core, engine_config
+from cai.pipeline.adapters import LabelStage, RlaifStage, SampleStage, core, engine_config
 from cai.stage import (
     ENGINE_SHORTCUTS,
     add_config_args,
     add_engine_args,
+    config_run,
     engine_config_from_args,
-    print_config,
     stage_config_from_args,
     uses_config,
 )
@@ -114,12 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rlaif", help="sample from a policy and label with a judge, in one dataset")
     _sample_flags(p)
     add_label_flags(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="output dataset dir (required unless the config names it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     add_engine_args(p)  # --model: the policy
     p.add_argument("--judge", default=None, help="judge model (default: the policy model)")
-    p.set_defaults(func=_cmd_rlaif)
+    add_config_args(p)
+    p.set_defaults(func=_cmd_rlaif, parser=p)
 
 
 # flag dest -> field of `SampleStage`, for `--config` runs
@@ -131,12 +132,9 @@ SAMPLE_SHORTCUTS = {"prompts": "prompts", "column": "column", "n": "n", "tempera
 
 def _cmd_sample(args) -> int:
     if uses_config(args):
-        stage = stage_config_from_args(SampleStage, args.parser, args, SAMPLE_SHORTCUTS)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, lambda a: stage_config_from_args(SampleStage, a.parser, a, SAMPLE_SHORTCUTS))
+        if stage is None:
             return 0
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
         sample(prompts=stage.prompts, out=stage.out, config=core(SampleConfig, stage), column=stage.column,
                limit=stage.limit or None, overwrite=args.overwrite, engine=engine_config(stage.model, stage.engine))
         return 0
@@ -157,22 +155,25 @@ LABEL_SHORTCUTS = {"data": "data", "out": "out", "seed": "seed", "model": "judge
 def label_stage_config(args) -> LabelStage:
     """`--config FILE.yaml` + the flags given + KEY=VALUE overrides -> the `cai label` stage config."""
     cfg = stage_config_from_args(LabelStage, args.parser, args, LABEL_SHORTCUTS)
+    changes = label_switches(args)
+    return flag_errors(lambda: dataclasses.replace(cfg, **changes)) if changes else cfg
+
+
+def label_switches(args) -> dict:
+    """The LabelConfig fields the on/off flags set when given: --cot, --one-order, --no-few-shot, --no-clamp."""
     switches = {"mode": "cot" if args.cot else None, "both_orders": False if args.one_order else None,
                 "few_shot": False if args.no_few_shot else None}
     changes = {k: v for k, v in switches.items() if v is not None}
     if args.no_clamp:
         changes["clamp"] = None
-    return flag_errors(lambda: dataclasses.replace(cfg, **changes)) if changes else cfg
+    return changes
 
 
 def _cmd_label(args) -> int:
     if uses_config(args):
-        stage = label_stage_config(args)
-        if args.print_config:
-            print_config(stage)
+        stage = config_run(args, label_stage_config)
+        if stage is None:
             return 0
-        if not stage.out:
-            raise InputError("is required (--out or out: in the config)", field="out")
         label(data=stage.data, out=stage.out, constitution=stage.constitution, config=core(LabelConfig, stage),
               overwrite=args.overwrite, engine=engine_config(stage.judge, stage.engine))
         return 0
@@ -184,7 +185,41 @@ def _cmd_label(args) -> int:
     return 0
 
 
+# flag dest -> field of `RlaifStage` (sampling and labelling flags: its `sample` and `label` sections)
+RLAIF_SHORTCUTS = {"prompts": "prompts", "column": "column", "limit": "limit", "out": "out", "model": "model",
+                   "judge": "judge", "constitution": "constitution", "seed": "sample.seed",
+                   **{k: f"sample.{v}" for k, v in SAMPLE_SHORTCUTS.items()
+                      if k in ("n", "temperature", "top_p", "max_tokens", "pairing", "pairs_per_prompt", "system")},
+                   **{k: f"label.{v}" for k, v in LABEL_SHORTCUTS.items()
+                      if k in ("principles", "top_k", "cot_max_tokens", "batch_pairs", "clamp")},
+                   # the engine flags describe the judge's engine too, as they do without --config
+                   **{k: (v, v.replace("engine.", "judge_engine.")) for k, v in ENGINE_SHORTCUTS.items()}}
+
+
+def rlaif_stage_config(args) -> RlaifStage:
+    """`--config FILE.yaml` + the flags given + KEY=VALUE overrides -> the `cai rlaif` stage config."""
+    if args.seed != args.parser.get_default("seed"):  # one --seed seeds both halves, as without --config
+        args.overrides = [f"label.seed={args.seed}", *args.overrides]
+    cfg = stage_config_from_args(RlaifStage, args.parser, args, RLAIF_SHORTCUTS)
+    changes = label_switches(args)
+    if changes:
+        cfg = dataclasses.replace(cfg, label=flag_errors(lambda: dataclasses.replace(cfg.label, **changes)))
+    return cfg
+
+
 def _cmd_rlaif(args) -> int:
+    if uses_config(args):
+        stage = config_run(args, rlaif_stage_config)
+        if stage is None:
+            return 0
+        policy = engine_config(stage.model, stage.engine)
+        judge = engine_config(stage.judge or stage.model, stage.judge_engine if stage.judge else stage.engine)
+        rlaif(prompts=stage.prompts, out=stage.out, constitution=stage.constitution, sample_config=stage.sample,
+              label_config=stage.label, column=stage.column, limit=stage.limit or None, overwrite=args.overwrite,
+              policy=policy, judge=judge)
+        return 0
+    if not args.out:
+        raise InputError("the following arguments are required: --out", field="--out")
     policy = engine_config_from_args(args)
     rlaif(prompts=_prompts(args), out=args.out, constitution=args.constitution,
           sample_config=_sample_config(args), label_config=label_config_from_args(args, args.seed), column=args.column,
