@@ -70,17 +70,22 @@ def by_hand(models, tok, loss_type: str) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("loss_type", ["cdpo", "robust"])
-def test_dpo_step1_loss_on_soft_labels_by_hand(loss_type, models, tok, tmp_path):
+def dpo_step1(models, tmp_path, **kw) -> dict:
+    """Metrics of one DPO step (batch 2 = both ROWS, lr 1e-6) from models[0] against reference models[1]."""
     path = tmp_path / "prefs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    cfg = DPOConfig(model=str(models[0]), ref_model=str(models[1]), loss_type=loss_type, beta=BETA,
+    cfg = DPOConfig(model=str(models[0]), ref_model=str(models[1]), beta=BETA,
                     data=DataConfig(path=str(path), eval_fraction=0.0),
                     run=RunConfig(output_dir=str(tmp_path / "run"), batch_size=2, micro_batch_size=1, max_steps=1,
                                   progress=False, save_every=0),
-                    optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"))
+                    optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"), **kw)
     dpo.train(cfg)
-    step1 = metrics.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    return metrics.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+
+
+@pytest.mark.parametrize("loss_type", ["cdpo", "robust"])
+def test_dpo_step1_loss_on_soft_labels_by_hand(loss_type, models, tok, tmp_path):
+    step1 = dpo_step1(models, tmp_path, loss_type=loss_type)
     want = by_hand(models, tok, loss_type)
     assert step1["loss"] == pytest.approx(sum(want) / 2, abs=1e-4)
     assert abs(step1["loss"] - math.log(2)) > 1e-3
@@ -88,15 +93,7 @@ def test_dpo_step1_loss_on_soft_labels_by_hand(loss_type, models, tok, tmp_path)
 
 def test_rpo_adds_alpha_times_the_chosen_per_token_nll(models, tok, tmp_path):
     """rpo_alpha: step-1 loss = cDPO on the soft labels + α · (−log π(chosen|x) / |chosen|), by hand."""
-    path = tmp_path / "prefs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    cfg = DPOConfig(model=str(models[0]), ref_model=str(models[1]), beta=BETA, rpo_alpha=0.5,
-                    data=DataConfig(path=str(path), eval_fraction=0.0),
-                    run=RunConfig(output_dir=str(tmp_path / "run"), batch_size=2, micro_batch_size=1, max_steps=1,
-                                  progress=False, save_every=0),
-                    optim=OptimConfig(lr=1e-6), ref_cache_dir=str(tmp_path / "ref"))
-    dpo.train(cfg)
-    step1 = metrics.read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    step1 = dpo_step1(models, tmp_path, rpo_alpha=0.5)
     n_chosen = [sum(data.tokenize_pair_dpo(tok, r, 1024, "keep_start", data.Counts()).chosen_mask[1:]) for r in ROWS]
     nll = [-pc / n for (pc, _), n in zip(seq_logps(models[0], tok, ROWS), n_chosen)]
     want = [d + 0.5 * x for d, x in zip(by_hand(models, tok, "cdpo"), nll)]
