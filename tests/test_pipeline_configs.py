@@ -47,3 +47,26 @@ def test_paper_pipeline_on_the_tiny_model(tmp_path, tiny_model, monkeypatch):
     assert by["rm"].config.soft_labels and by["rm"].config.model == str(by["sft"].out)
     assert by["ppo"].config.reward.model == str(by["rm"].out)
     assert all(e["status"] in ("run", "skip") for e in plan(p))
+
+
+@pytest.mark.parametrize("name,chain", [
+    ("quickstart", [("contrast", "contrast"), ("sft", "train.sft"), ("dpo", "train.dpo"), ("eval", "eval.values")]),
+    ("quickstart-rl", [("contrast", "contrast"), ("sft", "train.sft"), ("rm", "train.rm"), ("ppo", "train.ppo"),
+                       ("eval", "eval.values")]),
+    ("plain_language", [("critique", "critique"), ("sft", "train.sft"), ("eval", "eval.values")]),
+])
+def test_values_pipelines_resolve_and_wire_their_stages(name, chain, tmp_path, tiny_model, monkeypatch):
+    """The README's main job and its siblings: each stage reads the one before, the eval compares the last
+    trained model with the base, and no stage trains on the held-out prompts of data/eval/."""
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache"))
+    p = load_pipeline(REPO / f"configs/{name}.yaml", [f"vars.model={tiny_model}", f"run_dir={tmp_path}"])
+    assert [(s.name, s.kind.name) for s in p.stages] == chain
+    by = {s.name: s for s in p.stages}
+    trained = p.stages[-2]
+    assert by["eval"].config.model == str(trained.out) and by["eval"].config.baseline == str(tiny_model)
+    assert by["sft"].config.model == str(tiny_model)
+    if name == "quickstart-rl":
+        assert by["rm"].config.model == str(by["sft"].out) and by["ppo"].config.model == str(by["sft"].out)
+        assert by["ppo"].config.reward.kind == "rm" and by["ppo"].config.reward.model == str(by["rm"].out)
+    for s in p.stages[:-1]:  # the eval stage reads them; no other stage may
+        assert "data/eval" not in str(getattr(s.config, "prompts", "")) + str(getattr(s.config, "benign", ""))
