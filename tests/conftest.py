@@ -81,3 +81,36 @@ def run_cai(*args: str, env: dict | None = None, timeout: float = 600, check: bo
     if check and r.returncode != 0:
         raise AssertionError(f"cai {' '.join(args)} -> {r.returncode}\n{r.stderr[-3000:]}")
     return r
+
+
+def kill9_at_checkpoint_then_resume(cmd: list[str], out: Path, step: int, step_delay: float,
+                                    timeout: float) -> dict:
+    """The trainers' durability harness: run `cmd run.output_dir=OUT` with a per-step delay, SIGKILL it once
+    the step-`step` checkpoint exists (asserting it had not finished and wrote no final model), rerun it
+    with `--resume` (asserting exit 0), and return the resumed run's final weights."""
+    import signal
+    import subprocess
+    import time
+
+    from safetensors.torch import load_file
+    env = {**os.environ, "CAI_TRAIN_STEP_DELAY": str(step_delay)}
+    proc = subprocess.Popen(cmd + [f"run.output_dir={out}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (out / "checkpoints" / f"step-{step}" / "state.json").is_file():
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()
+    r = subprocess.run(cmd + [f"run.output_dir={out}", "--resume"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return load_file(str(out / "model.safetensors"))
+
+
+def max_weight_diff(a: dict, b: dict) -> float:
+    """Largest absolute difference between two state dicts with the same keys."""
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+

@@ -2,13 +2,11 @@
 weights as an uninterrupted run (seeded rollouts, dropout off, CPU). Also: the YAML reward callable
 (`reward.fn: file.py:function`) and config errors in the one-line FILE:LINE:COL form."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 from cai.testing import make_tiny_model
+from tests.conftest import kill9_at_checkpoint_then_resume, max_weight_diff
 
 REWARD = "def reward(prompts, responses):\n    return [r.count('e') / (1 + len(r)) for r in responses]\n"
 
@@ -39,26 +37,10 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path):
     from cai.train.ppo import train
     full = train(load_config(PPOConfig, None, [*common, f"run.output_dir={tmp_path / 'full'}"]))
 
-    # 2. the same run, killed with SIGKILL once the step-2 checkpoint exists
+    # 2. the same run, killed with SIGKILL once the step-2 checkpoint exists; 3. resumed from it
     part = tmp_path / "part"
-    env = {**os.environ, "CAI_TRAIN_STEP_DELAY": "1.5"}
-    proc = subprocess.Popen(cmd + [f"run.output_dir={part}"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (part / "checkpoints" / "step-2" / "state.json").is_file():
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (part / "model.safetensors").exists()
-
-    # 3. resume from the last checkpoint
-    r = subprocess.run(cmd + [f"run.output_dir={part}", "--resume"], capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    a, b = _weights(full), _weights(part)
-    assert a.keys() == b.keys()
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    resumed = kill9_at_checkpoint_then_resume(cmd, part, step=2, step_delay=1.5, timeout=600)
+    worst = max_weight_diff(_weights(full), resumed)
     assert worst <= 1e-5, worst
     steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

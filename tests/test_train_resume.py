@@ -1,12 +1,10 @@
 """Checkpoints and --resume: kill -9 a DPO run part-way, resume it, and get the same final weights as an
 uninterrupted run (within 1e-6; CPU, deterministic, dropout off)."""
-import os
-import signal
 import subprocess
 import sys
-import time
 
 from cai.testing import make_prefs_dataset, make_tiny_model
+from tests.conftest import kill9_at_checkpoint_then_resume, max_weight_diff
 
 
 def _weights(path):
@@ -28,26 +26,10 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path):
     from cai.train.dpo import train
     train(load_config(DPOConfig, None, [*common, f"run.output_dir={full}"]))
 
-    # 2. the same run, killed with SIGKILL once the step-4 checkpoint exists
+    # 2. the same run, killed with SIGKILL once the step-4 checkpoint exists; 3. resumed from it
     part = tmp_path / "part"
-    env = {**os.environ, "CAI_TRAIN_STEP_DELAY": "0.4"}
-    proc = subprocess.Popen(cmd + [f"run.output_dir={part}"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (part / "checkpoints" / "step-4" / "state.json").is_file():
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (part / "model.safetensors").exists()
-
-    # 3. resume from the last checkpoint
-    r = subprocess.run(cmd + [f"run.output_dir={part}", "--resume"], capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    a, b = _weights(full), _weights(part)
-    assert a.keys() == b.keys()
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    resumed = kill9_at_checkpoint_then_resume(cmd, part, step=4, step_delay=0.4, timeout=120)
+    worst = max_weight_diff(_weights(full), resumed)
     assert worst <= 1e-6, worst
     steps = [__import__("json").loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # lines written after the checkpoint by the killed run are dropped
