@@ -129,6 +129,11 @@ def _build(cls: type, data: dict, prefix: tuple, src: Source) -> Any:
         if key not in fields:
             near = ", ".join(sorted(fields))
             raise _locate_error(src, prefix + (key,), f"unknown key (expected one of: {near})")
+        default = _default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial mapping changes only the keys it names: `revision: {stop: [...]}` keeps the
+            # field's own default budget and temperature, not those of a bare `SamplingParams()`
+            value = _merged(to_dict(default), value)
         kwargs[key] = _coerce(hints[key], value, prefix + (key,), src)
     try:
         return cls(**kwargs)
@@ -138,6 +143,21 @@ def _build(cls: type, data: dict, prefix: tuple, src: Source) -> Any:
         raise _locate_error(src, prefix + tuple(e.field.split(".")), e.message) from None
     except (ValueError, TypeError) as e:  # a __post_init__ outside cai's error types (SamplingParams)
         raise _locate_error(src, prefix, str(e)) from None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _merged(base: dict, given: dict) -> dict:
+    out = dict(base)
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _coerce(tp: Any, value: Any, path: tuple, src: Source) -> Any:

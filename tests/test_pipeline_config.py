@@ -53,3 +53,17 @@ def test_errors_name_file_line_column_and_field(tmp_path):
         load_config(DPOConfig, None, ["optim.lrr=1"])
     assert str(e.value).startswith("optim.lrr: unknown key (expected one of: betas, eps, lr,")
     assert str(e.value).endswith("(from the command line)")
+
+
+def test_a_partial_nested_mapping_changes_only_the_keys_it_names():
+    # `revision: {stop: [...]}` keeps the revision step's own budget (160), not a bare SamplingParams' (256);
+    # `optim: {warmup_steps: 3}` keeps DPO's own lr (5e-7), not OptimConfig's
+    cfg = from_data(CritiqueConfig, {"revision": {"stop": ["\n\n"]}, "answer": {"temperature": 0.9}})
+    assert tuple(cfg.revision.stop) == ("\n\n",) and cfg.revision.max_tokens == CritiqueConfig().revision.max_tokens == 160
+    assert cfg.answer.temperature == 0.9 and cfg.answer.max_tokens == 128 and cfg.critique.max_tokens == 96
+    dpo = load_config(DPOConfig, None, ["optim.warmup_steps=3", "run.epochs=2"])
+    assert dpo.optim.warmup_steps == 3 and dpo.optim.lr == DPOConfig().optim.lr == 5e-7
+    assert dpo.run.epochs == 2 and dpo.run.output_dir == DPOConfig().run.output_dir
+    # a wrong key inside the partial mapping is still named
+    with pytest.raises(InputError, match="revision.bogus"):
+        from_data(CritiqueConfig, {"revision": {"bogus": 1}})
