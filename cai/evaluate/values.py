@@ -139,7 +139,7 @@ def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, fl
     for role in ROLES:
         rewards = score_responses(engine, constitution, [r["prompt"] for r in benign],
                                   [answers[role][r["id"]] for r in benign])
-        out[role] = {r["id"]: None if x is None else lo + (x + 1) / 2 * (hi - lo) for r, x in zip(benign, rewards)}
+        out[role] = {r["id"]: lo + (x.value + 1) / 2 * (hi - lo) if x.ok else None for r, x in zip(benign, rewards)}
     return out
 
 
