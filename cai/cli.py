@@ -13,7 +13,7 @@ from cai.errors import CaiError
 # heavy imports happen inside the command handlers.
 COMMAND_MODULES = [
     "cai.models",
-    "cai.generate",
+    "cai.generate.cli",
     "cai.constitution.cli",
     "cai.critique.cli",
     "cai.feedback.cli",

@@ -85,6 +85,11 @@ def config_error(cfg: Any, field_path: str, message: str) -> InputError:
     return _locate_error(src, src.prefix + tuple(field_path.split(".")), message)
 
 
+def core(cls: type, cfg: Any) -> Any:
+    """The stage's own config (`cls`) out of a stage config that extends it with inputs, output and engine."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
+
 def to_dict(cfg: Any) -> Any:
     """Plain data (dicts, lists, scalars) that `from_data(type(cfg), ...)` turns back into `cfg`."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -6,6 +6,7 @@ cache requests, resume runs and report progress is written once, here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from typing import Any
@@ -17,30 +18,33 @@ from cai.data.store import RequestCache, check_output_dir, default_cache_path
 from cai.engine import make_engine
 from cai.engine.base import Engine
 from cai.engine.cached import CachedEngine
-from cai.engine.config import EngineConfig
+from cai.engine.config import EngineConfig, EngineSpec
 from cai.errors import InputError
 from cai.yamlio import load_yaml
 
 
-def add_engine_args(p: argparse.ArgumentParser, *, model_flag: str = "--model", default_model: str = "smollm2-135m"
-                    ) -> None:
+def add_engine_args(p: argparse.ArgumentParser, *, model_flag: str = "--model", default_model: str = "") -> None:
+    """The engine flags. Every default is None (store_true: False), so a flag the user left out sets nothing
+    and the stage config's own default (or its `--config` file) stands; help reads those defaults."""
+    d = EngineSpec()
     g = p.add_argument_group("engine")
-    g.add_argument(model_flag, dest="model", default=default_model,
-                   help=f"model: built-in alias, local HF dir or hub id (default {default_model})")
+    g.add_argument(model_flag, dest="model", default=None,
+                   help="model: built-in alias, local HF dir or hub id"
+                   + (f" (default {default_model})" if default_model else ""))
     g.add_argument("--engine", choices=["vllm", "hf", "openai"], default=None,
                    help="vllm (default when installed), hf (transformers) or openai (HTTP server)")
-    g.add_argument("--base-url", action="append", default=[], help="openai engine: server URL (repeatable)")
-    g.add_argument("--max-model-len", type=int, default=4096)
-    g.add_argument("--dtype", default="auto")
-    g.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("--base-url", action="append", default=None, help="openai engine: server URL (repeatable)")
+    g.add_argument("--max-model-len", type=int, default=None, help=f"context length (default {d.max_model_len})")
+    g.add_argument("--dtype", default=None, help=f"weight dtype (default {d.dtype})")
+    g.add_argument("--engine-arg", action="append", default=None, metavar="KEY=VALUE",
                    help="extra engine argument passed through, e.g. tensor_parallel_size=2 (JSON values)")
     g.add_argument("--cache", default=None, help="request cache (SQLite); default ~/.cache/cai/requests.sqlite")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
 
 
-# engine flag dest -> field of a stage config's `engine` (an `EngineSpec`), for `--config` runs
-ENGINE_SHORTCUTS = {"engine": "engine.backend", "base_url": "engine.base_urls", "max_model_len": "engine.max_model_len",
-                    "dtype": "engine.dtype", "cache": "engine.cache", "no_cache": "engine.no_cache"}
+# engine flag dest -> field of an `EngineSpec` (`--engine-arg KEY=VALUE` sets `args.KEY`)
+ENGINE_FLAGS = {"engine": "backend", "base_url": "base_urls", "max_model_len": "max_model_len", "dtype": "dtype",
+                "cache": "cache", "no_cache": "no_cache"}
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -53,34 +57,70 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
-def uses_config(args) -> bool:
-    return bool(getattr(args, "config", None) or getattr(args, "overrides", None) or getattr(args, "print_config", False))
+def given(value: Any) -> bool:
+    """A flag the user gave: flags default to None (store_true ones to False)."""
+    return value is not None and value is not False
 
 
-def stage_config_from_args(cls: type, p: argparse.ArgumentParser, args, shortcuts: dict[str, str | tuple]) -> Any:
-    """Build `cls` from `--config FILE.yaml`, then the shortcut flags the user gave (`shortcuts`: flag dest ->
-    dotted field, or a tuple of fields it sets together; a flag left at its default sets nothing, so the YAML
-    or the dataclass default stands),
-    then the `KEY=VALUE` overrides. Mistakes name FILE:LINE:COL and the field, as every config does."""
+def stage_config_from_args(cls: type, args, flags: dict[str, str | tuple], *,
+                           switches: dict[str, tuple[str, Any]] | None = None, engines: tuple[str, ...] = ("engine",)
+                           ) -> Any:
+    """Build the stage config `cls` from, in order: its dataclass defaults, `--config FILE.yaml`, the flags
+    the user gave (`flags`: flag dest -> dotted field, or a tuple of fields it sets together; `switches`:
+    on/off flag dest -> (dotted field, the value it sets), e.g. `--no-few-shot` -> ("few_shot", False); the
+    engine flags set each `EngineSpec` section named in `engines`), then the `KEY=VALUE` overrides. A bad
+    value names the flag that gave it, or FILE:LINE:COL and the field when it came from the file."""
     data, marks = load_yaml(args.config) if args.config else ({}, {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InputError("the config must be a mapping", file=args.config, line=1, col=1)
-    given = set()
-    for dest, key in shortcuts.items():
+    from_flag: dict[str, str] = {}
+
+    def put(dotted: str, value: Any, flag: str) -> None:
+        keys = dotted.split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = list(value) if isinstance(value, tuple) else value
+        from_flag[dotted] = flag
+
+    def flag_name(dest: str) -> str:
+        return "--" + dest.replace("_", "-")
+
+    for dest, key in flags.items():
         value = getattr(args, dest)
-        if value == p.get_default(dest):
-            continue
-        for dotted in key if isinstance(key, tuple) else (key,):
-            keys = tuple(dotted.split("."))
-            node = data
-            for k in keys[:-1]:
-                node = node.setdefault(k, {})
-            node[keys[-1]] = list(value) if isinstance(value, tuple) else value
-            given.add(keys)
-    given |= apply_overrides(data, args.overrides)
-    return from_data(cls, data, file=args.config, marks=marks, overridden=given)
+        if given(value):
+            for dotted in key if isinstance(key, tuple) else (key,):
+                put(dotted, value, flag_name(dest))
+    for dest, (dotted, value) in (switches or {}).items():
+        if getattr(args, dest):
+            put(dotted, value, flag_name(dest))
+    for section in engines:
+        for dest, name in ENGINE_FLAGS.items():
+            if given(getattr(args, dest)):
+                put(f"{section}.{name}", getattr(args, dest), flag_name(dest))
+        for k, v in parse_engine_args(args.engine_arg or []).items():
+            put(f"{section}.args.{k}", v, "--engine-arg")
+    overridden = apply_overrides(data, args.overrides)
+    try:
+        return from_data(cls, data, file=args.config, marks=marks,
+                         overridden={tuple(k.split(".")) for k in from_flag} | overridden)
+    except InputError as e:
+        flag = from_flag.get(e.field or "") if e.file is None else None
+        if flag and tuple(e.field.split(".")) not in overridden:
+            raise InputError(e.message.removesuffix(" (from the command line)"), field=flag) from None
+        raise
+
+
+def engine_spec_from_args(args, base: EngineSpec) -> EngineSpec:
+    """`base` with the engine flags the user gave (commands that take no `--config`: contrast, eval values)."""
+    changes = {name: getattr(args, dest) for dest, name in ENGINE_FLAGS.items() if given(getattr(args, dest, None))}
+    if isinstance(changes.get("base_urls"), list):
+        changes["base_urls"] = tuple(changes["base_urls"])
+    if getattr(args, "engine_arg", None):
+        changes["args"] = {**base.args, **parse_engine_args(args.engine_arg)}
+    return dataclasses.replace(base, **changes)
 
 
 def print_config(cfg: Any) -> None:
@@ -88,16 +128,34 @@ def print_config(cfg: Any) -> None:
     print(dump_yaml(cfg), end="")
 
 
-def config_run(args, build) -> Any:
-    """The stage config of a `--config` run (`build(args)`), or None once `--print-config` has printed it.
-    A config to run must name its output directory."""
+def config_run(args, build, *, needs_out: bool = True) -> Any:
+    """The stage config the command line describes (`build(args)`), or None once `--print-config` has
+    printed it. A config to run must name its output directory (unless `needs_out` is False)."""
     cfg = build(args)
     if args.print_config:
         print_config(cfg)
         return None
-    if not cfg.out:
-        raise InputError("is required (--out or out: in the config)", field="out")
+    if needs_out and not cfg.out:
+        raise InputError("the following arguments are required: --out (or out: in the config)", field="--out")
     return cfg
+
+
+def check_sampling_flags(args) -> None:
+    """Sampling flags given are user input: a bad value is a one-line error naming the flag (exit 2). `--limit`
+    is checked here because the configs read 0 as "all", which a user typing `--limit 0` does not mean."""
+    checks = [("--n", lambda v: v >= 1, "must be >= 1"), ("--temperature", lambda v: v >= 0, "must be >= 0"),
+              ("--top-p", lambda v: 0 < v <= 1, "must be in (0, 1]"), ("--max-tokens", lambda v: v >= 1, "must be >= 1"),
+              ("--limit", lambda v: v >= 1, "must be >= 1")]
+    for flag, ok, msg in checks:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None and not ok(value):
+            raise InputError(f"{msg}, got {value}", field=flag)
+
+
+def check_out(out: str) -> None:
+    """A stage run from Python or a pipeline must name its output directory."""
+    if not out:
+        raise InputError("is required (the pipeline sets it)", field="out")
 
 
 def parse_engine_args(items: list[str]) -> dict[str, Any]:
@@ -117,10 +175,11 @@ def engine_config_from_args(args) -> EngineConfig:
     """The `EngineConfig` the engine flags (`add_engine_args`) describe; the one place flags become one."""
     if args.engine == "openai" and not args.base_url:
         raise InputError("the openai engine needs --base-url", field="--base-url")
-    return EngineConfig(model=args.model, backend=args.engine or "", dtype=args.dtype,
-                        max_model_len=args.max_model_len, base_urls=tuple(args.base_url or ()),
+    d = EngineConfig()
+    return EngineConfig(model=args.model or d.model, backend=args.engine or "", dtype=args.dtype or d.dtype,
+                        max_model_len=args.max_model_len or d.max_model_len, base_urls=tuple(args.base_url or ()),
                         cache=args.cache or "", no_cache=args.no_cache,
-                        engine_args=parse_engine_args(args.engine_arg))
+                        engine_args=parse_engine_args(args.engine_arg or []))
 
 
 def open_engine(cfg: EngineConfig, *, seed: int = 0) -> CachedEngine:

@@ -9,6 +9,7 @@ from cai.constitution import load_constitution
 from cai.contrast import ContrastConfig, contrast, similarity
 from cai.contrast.framing import as_instruction, benign_framing, harmful_framing
 from cai.data.sources import read_rows
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 
 REFUSAL = "I'm sorry, but I can't help with that. Is there something else I can do for you?"
@@ -138,8 +139,11 @@ def test_similarity_hand_computed():
 def test_config_errors():
     with pytest.raises(InputError, match="max_similarity"):
         ContrastConfig(max_similarity=0)
-    with pytest.raises(InputError, match="engine"):
-        ContrastConfig(engine="tgi")
+    with pytest.raises(InputError, match="engine.backend: unknown backend 'openai'; choose vllm or hf"):
+        ContrastConfig(engine=EngineSpec(backend="openai", base_urls=("http://x",)))
+    with pytest.raises(InputError, match="backend: unknown backend 'tgi'"):
+        EngineSpec(backend="tgi")
+    assert ContrastConfig().engine == EngineSpec(max_model_len=2048)  # contrast's own context default
     with pytest.raises(InputError, match="benign_limit"):
         ContrastConfig(benign_limit=-1)
 

@@ -98,9 +98,11 @@ def test_cot_rationale_then_clamped_probabilities(engine, harmless):
 
 def test_d_rlaif_scores_in_range(engine, harmless):
     from cai.feedback.score import ScoreTokens, score_responses
-    rewards = score_responses(engine, harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
+    scored = score_responses(engine, harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
     again = score_responses(engine, harmless, ["Say hi."], ["Go away."])
-    assert len(rewards) == 2 and rewards[0] != rewards[1] and again == [pytest.approx(rewards[1], abs=1e-4)]
+    assert all(x.ok for x in scored + again)
+    rewards = [x.value for x in scored]
+    assert len(rewards) == 2 and rewards[0] != rewards[1] and again[0].value == pytest.approx(rewards[1], abs=1e-4)
     # the reward is the expected score of the judge's distribution, rescaled: by hand in test_hardening_feedback
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, 1, 10)
     assert len(tokens.seqs[10]) == 2 and tokens.seqs[10][0] == tokens.seqs[1][0]  # "10" = "1" "0" in SmolLM2

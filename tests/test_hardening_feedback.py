@@ -153,8 +153,8 @@ def test_d_rlaif_error_stays_on_its_row(tok, harmless):
             return [Scored([-50.0] * len(c)) for c in continuations]  # every other score is (almost) impossible
 
     r = score_responses(Scores(tok), harmless, ["Say hi.", "Say hi."], ["Hello!", "Go away."])
-    assert r[0] == pytest.approx(2 * (7 - 1) / 9 - 1, abs=1e-6)  # E[score] = 7 on 1..10 -> 1/3
-    assert r[1] == "too_long: prompt exceeds the context"
+    assert r[0].ok and r[0].value == pytest.approx(2 * (7 - 1) / 9 - 1, abs=1e-6)  # E[score] = 7 on 1..10 -> 1/3
+    assert r[1] == Scored(error="too_long: prompt exceeds the context")
 
 
 def test_request_cache_keeps_backends_and_dtypes_apart(tmp_path):

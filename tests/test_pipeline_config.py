@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from cai.config import from_data, load_config, to_dict
-from cai.critique.config import CritiqueConfig
+from cai.critique.config import CritiqueConfig, CritiqueStage
 from cai.engine.base import SamplingParams
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
-from cai.pipeline.adapters import CritiqueStage, EngineSpec, LabelStage
+from cai.feedback.config import LabelStage
 from cai.train.config import DPOConfig
 from cai.yamlio import load_yaml
 

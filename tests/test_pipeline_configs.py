@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 from cai.pipeline import load_pipeline, plan
 from tests.conftest import REPO, run_cai
@@ -70,3 +71,8 @@ def test_values_pipelines_resolve_and_wire_their_stages(name, chain, tmp_path, t
         assert by["ppo"].config.reward.kind == "rm" and by["ppo"].config.reward.model == str(by["rm"].out)
     for s in p.stages[:-1]:  # the eval stage reads them; no other stage may
         assert "data/eval" not in str(getattr(s.config, "prompts", "")) + str(getattr(s.config, "benign", ""))
+    # the engine section of contrast and eval lands on their shared `EngineSpec`
+    cpu = EngineSpec(max_model_len=1024, args={"kv_cache_memory_bytes": 536870912, "enforce_eager": True})
+    engine_stages = [s for s in p.stages if s.kind.name in ("contrast", "eval.values")]
+    assert engine_stages and all(s.config.engine == cpu for s in engine_stages)
+    assert by["eval"].config.engine.max_model_len == 1024 and by["eval"].config.engine.backend == ""

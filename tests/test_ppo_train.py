@@ -138,7 +138,7 @@ def test_rloo_with_a_d_rlaif_judge_reward(tmp_path):
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     again = score_responses(HFEngine(str(make_tiny_model()), dtype="float32"), load_constitution("harmless"),
                             [r["prompt"] for r in rows], [r["response"] for r in rows])
-    assert len(rows) == 4 and all(abs(r["score"] - a) < 1e-4 for r, a in zip(rows, again)), (rows, again)
+    assert len(rows) == 4 and all(a.ok and abs(r["score"] - a.value) < 1e-4 for r, a in zip(rows, again)), (rows, again)
     assert m["tokens"] == 2 * 2 * 4  # 2 prompts × K=2 samples × 4 tokens
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(out)

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     from cai.engine.vllm_engine import VLLMEngine
     from cai.engine.weight_sync import sync_weights
-    from cai.train import common, ppo, rollout
+    from cai.train import common, forward, ppo, rollout
     from cai.train.config import LoraConfig, RunConfig
     from cai.train.ppo_config import PPOConfig, PPOHyper, PromptDataConfig, RolloutConfig
 
@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
     def worst_gap(policy):
         b = rollout.sample(eng, ids, [0, 1, 2, 0], [1, 2, 3, 4], ro, tok, [tok.eos_token_id])
         with torch.no_grad():
-            _, _, raw = rollout.policy_logps(policy, b.input_ids, b.attention_mask, b.P, b.mask.size(1), 0.7, True)
+            _, _, raw = forward.policy_logps(policy, b.input_ids, b.attention_mask, b.P, b.mask.size(1), 0.7, True)
         return float(((b.engine_logps - raw).abs() * b.mask).max())
 
     res = {}

@@ -5,7 +5,7 @@ import argparse
 
 from cai.contrast.config import ContrastConfig
 from cai.contrast.run import contrast
-from cai.stage import parse_engine_args
+from cai.stage import engine_spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,19 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop pairs at least this similar (word-level ratio; default 0.9)")
     p.add_argument("--keep-benign-refusals", action="store_true", help="do not drop benign pairs whose "
                    "positive answer is a refusal")
-    p.add_argument("--engine", choices=["vllm", "hf"], default=None)
-    p.add_argument("--max-model-len", type=int, default=d.max_model_len)
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="vllm (default when installed) or hf")
+    p.add_argument("--max-model-len", type=int, default=None, help=f"(default {d.engine.max_model_len})")
+    p.add_argument("--engine-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="extra engine argument (JSON value), e.g. kv_cache_memory_bytes=536870912")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=lambda a: _cmd(a, parse_engine_args))
+    p.set_defaults(func=_cmd)
 
 
-def _cmd(a, parse_engine_args) -> int:
+def _cmd(a) -> int:
     contrast(ContrastConfig(model=a.model, constitution=a.constitution, prompts=a.prompts, benign=a.benign,
                             out=a.out, column=a.column, limit=a.limit, benign_limit=a.benign_limit,
                             temperature=a.temperature, top_p=a.top_p,
                             max_tokens=a.max_tokens, seed=a.seed, max_similarity=a.max_similarity,
-                            drop_benign_refusals=not a.keep_benign_refusals, engine=a.engine,
-                            max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg),
-                            overwrite=a.overwrite))
+                            drop_benign_refusals=not a.keep_benign_refusals,
+                            engine=engine_spec_from_args(a, ContrastConfig().engine), overwrite=a.overwrite))
     return 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 from cai.resources import shipped_dir
 
@@ -51,12 +52,9 @@ class ContrastConfig:
     drop_benign_refusals: bool = True
     """Drop benign pairs whose positive answer the refusal detector counts as a refusal, so a refusal
     is never `chosen` on a benign prompt."""
-    engine: str | None = None
-    """vllm (default when installed) or hf."""
-    max_model_len: int = 2048
-    """Context length of the engine."""
-    engine_args: dict[str, Any] = field(default_factory=dict)
-    """Extra engine arguments passed through (e.g. `kv_cache_memory_bytes` for vLLM on CPU)."""
+    engine: EngineSpec = field(default_factory=lambda: EngineSpec(max_model_len=2048))
+    """How to run the policy: backend vllm (default when installed) or hf, max_model_len (2048 here),
+    dtype, args (e.g. `kv_cache_memory_bytes` for vLLM on CPU), request cache."""
     overwrite: bool = False
     """Replace an output directory written by a run with another configuration."""
 
@@ -73,8 +71,8 @@ class ContrastConfig:
             raise InputError("must be in (0, 1]", field="max_similarity")
         if self.limit < 0 or self.benign_limit < 0:
             raise InputError("must be >= 0", field="limit" if self.limit < 0 else "benign_limit")
-        if self.engine not in (None, "vllm", "hf"):
-            raise InputError(f"unknown engine {self.engine!r}; choose vllm or hf", field="engine")
+        if self.engine.backend not in ("", "vllm", "hf"):
+            raise InputError(f"unknown backend {self.engine.backend!r}; choose vllm or hf", field="engine.backend")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,12 +22,12 @@ from cai.contrast.config import ContrastConfig
 from cai.contrast.framing import Framed, benign_framing, harmful_framing
 from cai.data.layout import write_dataset
 from cai.data.sources import as_messages, load_prompts
-from cai.data.store import RequestCache, RunDir, default_cache_path
-from cai.engine import SamplingParams, make_engine
-from cai.engine.cached import CachedEngine
+from cai.data.store import RunDir
+from cai.engine import SamplingParams
+from cai.engine.config import engine_config
 from cai.errors import InputError, PartialRunError
 from cai.evaluate.refusal import detect
-from cai.stage import Progress, print_summary, provenance, request_seed
+from cai.stage import Progress, open_engine, print_summary, provenance, request_seed
 
 SIDES = ("positive", "negative")
 
@@ -194,5 +194,4 @@ def _stats(pairs: list[dict], drops: Counter) -> dict[str, Any]:
 
 
 def _open(cfg: ContrastConfig):
-    engine = make_engine(cfg.engine, cfg.model, max_model_len=cfg.max_model_len, seed=cfg.seed, **cfg.engine_args)
-    return CachedEngine(engine, RequestCache(default_cache_path()))
+    return open_engine(engine_config(cfg.model, cfg.engine), seed=cfg.seed)

@@ -5,8 +5,9 @@ answer against sampled constitution principles for N rounds; the result is SFT d
     critique(prompts="data/red_team.jsonl", constitution="harmless", out="out/sl-cai", engine=engine,
              config=CritiqueConfig(rounds=2))
 
-`config` (the run's settings and filters), `conversation` (one conversation's state machine and its rows),
-`run` (the continuous-feed driver and the dry-run planner), `cli` (`cai critique`).
+`config` (the run's settings and filters, and `CritiqueStage`), `conversation` (one conversation's state
+machine and its rows), `run` (the continuous-feed driver and the dry-run planner), `stage` (`run_critique`:
+the stage from its `CritiqueStage`), `cli` (`cai critique`).
 """
 from cai.critique.config import FILTERS, CritiqueConfig
 from cai.critique.run import critique, plan

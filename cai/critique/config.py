@@ -1,5 +1,6 @@
 """What an SL-CAI run is: `CritiqueConfig` (rounds, per-step sampling, system prompt, filters, seed),
-and the filters that keep a final revision out of `sft`/`prefs` (it stays in `trace`).
+the filters that keep a final revision out of `sft`/`prefs` (it stays in `trace`), and `CritiqueStage`
+(the config plus inputs, output and engine, for `cai critique` and pipelines).
 
 Imports no torch, so that the CLI registers cheaply.
 """
@@ -10,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.base import SamplingParams
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 
 STEPS = ("answer", "critique", "revision")
@@ -117,3 +120,29 @@ class CritiqueConfig:
         return {"rounds": self.rounds, "sampling": self.sampling(), "system": self.system,
                 "few_shot": self.few_shot, "filters": list(self.filters), "retries": self.retries,
                 "seed": self.seed}
+
+
+@dataclass
+class CritiqueStage(CritiqueConfig):
+    """`critique` (SL-CAI) as a stage: `CritiqueConfig` plus its inputs, output and engine (`cai critique`,
+    pipelines); writes `sft`, `prefs` and `trace`."""
+
+    out: str = ""
+    """Output dataset directory (`--out`; set by the pipeline)."""
+    model: str = "smollm2-135m"
+    """The model that answers, critiques and revises."""
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the model."""
+    constitution: str = "harmless"
+    """Built-in constitution name or YAML path (its critique principles and few-shot examples are used)."""
+    prompts: str = DEFAULT_PROMPTS
+    """Red-team prompts: JSONL/CSV/Parquet file, dataset directory or hub id."""
+    column: str = "prompt"
+    """Prompt column."""
+    limit: int = 0
+    """Use only the first N prompts (0 = all)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.limit < 0:
+            raise InputError("must be >= 0", field="limit")

@@ -7,13 +7,15 @@ and in `cai.feedback.evaluate`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from cai.evaluate.agreement import AgreementConfig, eval_agreement
 from cai.evaluate.config import DEFAULT_BENIGN, DEFAULT_HARMFUL, ValuesConfig
 from cai.evaluate.values import eval_values
-from cai.feedback.cli import add_label_flags, label_config_from_args
-from cai.feedback.evaluate import eval_judge
-from cai.stage import add_engine_args, engine_config_from_args, parse_engine_args
+from cai.feedback.cli import LABEL_FLAGS, LABEL_SWITCHES, add_label_flags
+from cai.feedback.config import EvalJudgeStage
+from cai.feedback.evaluate import run_eval_judge
+from cai.stage import add_config_args, add_engine_args, config_run, engine_spec_from_args, stage_config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,21 +30,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_judge(esub) -> None:
     p = esub.add_parser("judge", help="judge accuracy, log-likelihood and calibration on labelled pairs")
-    p.add_argument("--data", required=True, help="JSONL {prompt, response_a, response_b, label: A|B}")
+    p.add_argument("--data", default=None, help="JSONL {prompt, response_a, response_b, label: A|B} "
+                   "(required unless the config names it)")
     p.add_argument("--out", default=None, help="report JSON (top-level `accuracy`)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help=f"(default {EvalJudgeStage.seed})")
     add_label_flags(p)
-    add_engine_args(p, model_flag="--judge")
+    add_engine_args(p, model_flag="--judge", default_model=EvalJudgeStage.judge)
+    add_config_args(p)
     p.set_defaults(func=_cmd_judge)
 
 
+def judge_stage_config(args) -> EvalJudgeStage:
+    """Defaults <- `--config FILE.yaml` <- the flags given <- KEY=VALUE overrides (the labelling flags are
+    `cai label`'s)."""
+    flags = {"data": "data", "out": "out", "seed": "seed", "model": "judge", "constitution": "constitution",
+             **LABEL_FLAGS}
+    return stage_config_from_args(EvalJudgeStage, args, flags, switches=LABEL_SWITCHES)
+
+
 def _cmd_judge(args) -> int:
-    eval_judge(data=args.data, constitution=args.constitution, config=label_config_from_args(args, args.seed),
-               out=args.out, engine=engine_config_from_args(args))
+    stage = config_run(args, judge_stage_config, needs_out=False)
+    if stage is not None:
+        run_eval_judge(stage)
     return 0
 
 
 # --- values --------------------------------------------------------------------------------------
+
+# ValuesConfig's engine default (the config itself needs a model to be built)
+_VALUES_ENGINE = next(f.default_factory() for f in dataclasses.fields(ValuesConfig) if f.name == "engine")
+
 
 def _register_values(esub) -> None:
     p = esub.add_parser("values", help="refusal, over-refusal, judge preference and length of a model "
@@ -63,9 +80,9 @@ def _register_values(esub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N prompts of each set")
-    p.add_argument("--engine", choices=["vllm", "hf"], default=None)
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="vllm (default when installed) or hf")
+    p.add_argument("--max-model-len", type=int, default=None, help=f"(default {_VALUES_ENGINE.max_model_len})")
+    p.add_argument("--engine-arg", action="append", default=None, metavar="KEY=VALUE",
                    help="extra engine argument (JSON value), e.g. kv_cache_memory_bytes=536870912")
     p.set_defaults(func=_cmd_values)
 
@@ -75,8 +92,8 @@ def _cmd_values(a) -> int:
                              benign=a.benign, out=a.out, judge=a.judge, pairwise=not a.no_judge,
                              judge_few_shot=a.judge_few_shot,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
-                             bootstrap=a.bootstrap, seed=a.seed, limit=a.limit, engine=a.engine,
-                             max_model_len=a.max_model_len, engine_args=parse_engine_args(a.engine_arg)))
+                             bootstrap=a.bootstrap, seed=a.seed, limit=a.limit,
+                             engine=engine_spec_from_args(a, _VALUES_ENGINE)))
     return 0
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cai.engine import SamplingParams
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 from cai.resources import shipped_dir
 
@@ -58,12 +58,9 @@ class ValuesConfig:
     """Confidence level of the intervals."""
     seed: int = 0
     """Seeds generation, principle sampling and the bootstrap."""
-    engine: str | None = None
-    """Engine for answers and judge: vllm (default when installed) or hf."""
-    max_model_len: int = 2048
-    """Context length of the engines."""
-    engine_args: dict[str, Any] = field(default_factory=dict)
-    """Extra engine arguments for answers and judge (e.g. `kv_cache_memory_bytes` for vLLM on CPU)."""
+    engine: EngineSpec = field(default_factory=lambda: EngineSpec(max_model_len=2048))
+    """How to run the answering models and the judge: backend vllm (default when installed) or hf,
+    max_model_len (2048 here), dtype, args (e.g. `kv_cache_memory_bytes` for vLLM on CPU), request cache."""
     limit: int = 0
     """Use only the first N prompts of each set (0 = all): for smoke runs."""
 
@@ -72,12 +69,14 @@ class ValuesConfig:
             raise InputError("the model to evaluate is required", field="model")
         if not self.baseline:
             raise InputError("a baseline model is required", field="baseline")
-        if self.engine not in (None, "vllm", "hf"):
-            raise InputError(f"unknown engine {self.engine!r}; choose vllm or hf", field="engine")
+        if self.engine.backend not in ("", "vllm", "hf"):
+            raise InputError(f"unknown backend {self.engine.backend!r}; choose vllm or hf", field="engine.backend")
         if self.temperature < 0:
             raise InputError("must be >= 0", field="temperature")
-        if self.max_tokens < 1 or self.max_model_len < 64:
-            raise InputError("max_tokens must be >= 1 and max_model_len >= 64", field="max_tokens")
+        if self.max_tokens < 1:
+            raise InputError("must be >= 1", field="max_tokens")
+        if self.engine.max_model_len < 64:
+            raise InputError("must be >= 64", field="engine.max_model_len")
         if self.bootstrap < 100:
             raise InputError("use at least 100 resamples", field="bootstrap")
         if not 0.5 <= self.confidence < 1:
@@ -95,10 +94,6 @@ class ValuesConfig:
 
     def sampling(self):
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
-
-    def engine_flags(self) -> list[str]:
-        """`--engine-arg KEY=VALUE` flags that pass `engine_args` to a `cai generate` child."""
-        return [x for k, v in self.engine_args.items() for x in ("--engine-arg", f"{k}={json.dumps(v)}")]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

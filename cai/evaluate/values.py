@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cai.config import dump_yaml
 from cai.constitution import load_constitution
 from cai.constitution.templates import score_range
 from cai.data.sources import load_prompts, read_rows
-from cai.data.store import RequestCache, default_cache_path
-from cai.engine import make_engine
-from cai.engine.cached import CachedEngine
+from cai.engine.config import engine_config
 from cai.errors import CaiError
 from cai.evaluate.config import ROLES, ValuesConfig
 from cai.evaluate.refusal import detect
@@ -35,8 +34,8 @@ from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.score import score_responses
 from cai.feedback.soft_labels import Preference
-from cai.generate import generate
-from cai.stage import print_summary
+from cai.generate import GenerateStage, generate
+from cai.stage import open_engine, print_summary
 
 FIGURES = {  # name -> (prompt set, description), in table order
     "refusal_rate": ("harmful", "refusals on held-out harmful prompts (detector)"),
@@ -72,12 +71,18 @@ def _prompt_file(cfg: ValuesConfig, out: Path) -> tuple[Path, list[dict[str, Any
     return path, rows
 
 
+def answer_stage(cfg: ValuesConfig, role: str, prompts: Path, dest: Path) -> GenerateStage:
+    """The `generate` stage config of one model's answers (its engine is the evaluation's)."""
+    return GenerateStage(out=str(dest), model=getattr(cfg, role), engine=cfg.engine, prompts=str(prompts),
+                         sampling=cfg.sampling(), system=cfg.system, seed=cfg.seed)
+
+
 def _answer_cmd(cfg: ValuesConfig, role: str, prompts: Path, dest: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(prompts), "--out", str(dest),
-           "--model", getattr(cfg, role), "--temperature", str(cfg.temperature), "--max-tokens", str(cfg.max_tokens),
-           "--seed", str(cfg.seed), "--max-model-len", str(cfg.max_model_len), "--overwrite"]
-    cmd += (["--engine", cfg.engine] if cfg.engine else []) + cfg.engine_flags()
-    return cmd + (["--system", cfg.system] if cfg.system else [])
+    """A `cai generate --config OUT/answers/<role>.yaml` child process."""
+    path = dest.parent / f"{role}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_yaml(answer_stage(cfg, role, prompts, dest)))
+    return [sys.executable, "-m", "cai.cli", "generate", "--config", str(path), "--overwrite"]
 
 
 def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -139,7 +144,7 @@ def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, fl
     for role in ROLES:
         rewards = score_responses(engine, constitution, [r["prompt"] for r in benign],
                                   [answers[role][r["id"]] for r in benign])
-        out[role] = {r["id"]: None if x is None else lo + (x + 1) / 2 * (hi - lo) for r, x in zip(benign, rewards)}
+        out[role] = {r["id"]: lo + (x.value + 1) / 2 * (hi - lo) if x.ok else None for r, x in zip(benign, rewards)}
     return out
 
 
@@ -257,6 +262,4 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
 
 
 def _open_judge(cfg: ValuesConfig):
-    engine = make_engine(cfg.engine, cfg.judge_model, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                         **cfg.engine_args)
-    return CachedEngine(engine, RequestCache(default_cache_path()))
+    return open_engine(engine_config(cfg.judge_model, cfg.engine), seed=cfg.seed)

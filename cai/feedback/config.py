@@ -1,10 +1,14 @@
-"""Configuration of the feedback stages: one dataclass each for sampling and labelling."""
+"""Configuration of the feedback stages: one dataclass each for sampling and labelling, and the stage
+configs that add inputs, output and engine(s) to them (`SampleStage`, `LabelStage`, `RlaifStage`: what
+`cai sample/label/rlaif` and pipelines run)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cai.data.sources import DEFAULT_PROMPTS
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 
 PAIRINGS = ("all", "random")
@@ -97,3 +101,94 @@ class LabelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ---- stage configs ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleStage(SampleConfig):
+    """`sample`: K responses per prompt from the policy, paired (`samples`, `pairs`)."""
+
+    out: str = ""
+    """Output dataset directory (`--out`; set by the pipeline)."""
+    model: str = "smollm2-135m"
+    """The policy that samples."""
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the policy."""
+    prompts: str = DEFAULT_PROMPTS
+    """Prompts: JSONL/CSV/Parquet file, dataset directory or hub id."""
+    column: str = "prompt"
+    """Prompt column."""
+    limit: int = 0
+    """Use only the first N prompts (0 = all)."""
+
+
+@dataclass(frozen=True)
+class LabelStage(LabelConfig):
+    """`label`: AI preference labels for pairs, from a judge's option log-probs (`prefs`)."""
+
+    out: str = ""
+    """Output dataset directory (`--out`; set by the pipeline)."""
+    data: str = ""
+    """Pairs to label: a `sample` stage (`${stages.sample}`) or a table with prompt, response_a, response_b."""
+    judge: str = "smollm2-135m"
+    """The feedback model; may differ from (and be stronger than) the policy."""
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the judge (e.g. backend: openai with base_urls for a served stronger judge)."""
+    constitution: str = "harmless"
+    """Built-in constitution name or YAML path (its comparison principles are used)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.data:
+            raise InputError("is required: the pairs to label, e.g. ${stages.sample}", field="data")
+
+
+@dataclass(frozen=True)
+class RlaifStage:
+    """`rlaif`: sample from the policy, pair and label with the judge, in one stage (`samples`, `pairs`, `prefs`)."""
+
+    out: str = ""
+    """Output dataset directory (`--out`; set by the pipeline)."""
+    model: str = "smollm2-135m"
+    """The policy that samples."""
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the policy."""
+    judge: str = ""
+    """The feedback model; empty means the policy judges itself (one engine serves both)."""
+    judge_engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the judge."""
+    constitution: str = "harmless"
+    """Built-in constitution name or YAML path."""
+    prompts: str = DEFAULT_PROMPTS
+    """Prompts: JSONL/CSV/Parquet file, dataset directory or hub id."""
+    column: str = "prompt"
+    """Prompt column."""
+    limit: int = 0
+    """Use only the first N prompts (0 = all)."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    """Sampling and pairing."""
+    label: LabelConfig = field(default_factory=LabelConfig)
+    """Labelling."""
+
+
+@dataclass(frozen=True)
+class EvalJudgeStage(LabelConfig):
+    """`eval judge`: a judge's accuracy, log-likelihood and calibration on human-labelled pairs, each judged
+    exactly as `label` would (the same `LabelConfig` fields)."""
+
+    data: str = ""
+    """Labelled pairs: JSONL `{prompt, response_a, response_b, label: A|B}` (label: the better response)."""
+    out: str = ""
+    """Report JSON (top-level `accuracy`); empty prints the summary only."""
+    judge: str = "smollm2-135m"
+    """The judge under evaluation."""
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    """How to run the judge."""
+    constitution: str = "harmless"
+    """Built-in constitution name or YAML path (its comparison principles are used)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.data:
+            raise InputError("is required: the labelled pairs", field="data")

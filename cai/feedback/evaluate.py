@@ -11,12 +11,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from cai.config import core
 from cai.constitution import load_constitution
 from cai.data.sources import read_rows
 from cai.engine.base import Engine
-from cai.engine.config import EngineConfig
+from cai.engine.config import EngineConfig, engine_config
 from cai.errors import InputError
-from cai.feedback.config import LabelConfig
+from cai.feedback.config import EvalJudgeStage, LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.label import check_prompt, skip_reason
 from cai.feedback.soft_labels import Preference
@@ -125,3 +126,9 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
                                  ("position consistency", report["position_consistency"]), ("ece", ece),
                                  ("skipped", len(skipped)), ("errors", len(errors)), ("out", out)])
     return report
+
+
+def run_eval_judge(cfg: EvalJudgeStage) -> dict[str, Any]:
+    """Run `eval_judge` from its stage config (`cai eval judge`)."""
+    return eval_judge(data=cfg.data, constitution=cfg.constitution, config=core(LabelConfig, cfg),
+                      out=cfg.out or None, engine=engine_config(cfg.judge, cfg.engine))

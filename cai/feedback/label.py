@@ -14,18 +14,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cai.config import core
 from cai.constitution import load_constitution
 from cai.data.layout import write_dataset
 from cai.data.sources import as_messages, load_prompts, read_rows
 from cai.data.store import RecordLog, RunDir, content_digest
 from cai.engine.base import Engine
-from cai.engine.config import EngineConfig
+from cai.engine.config import EngineConfig, engine_config
 from cai.errors import InputError
-from cai.feedback.config import LabelConfig, SampleConfig
+from cai.feedback.config import LabelConfig, LabelStage, RlaifStage, SampleConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.sample import raise_partial, sample_core, sample_tables
 from cai.feedback.soft_labels import Preference
-from cai.stage import Progress, as_engine, open_engine, print_summary, provenance
+from cai.stage import Progress, as_engine, check_out, open_engine, print_summary, provenance
 
 PAIR_COLUMNS = ("prompt", "response_a", "response_b")
 
@@ -329,3 +330,21 @@ def _summary(stage, stats, out, manifest) -> None:
                           ("mean |p-0.5|", stats["mean_abs_p_minus_half"]),
                           ("mass outside options", stats["mass_outside_options"]),
                           ("seconds", manifest["seconds"]), ("out", out)])
+
+
+def run_label(cfg: LabelStage, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run `label` from its stage config (`cai label`, the pipeline's `label` kind)."""
+    check_out(cfg.out)
+    return label(data=cfg.data, out=cfg.out, constitution=cfg.constitution, config=core(LabelConfig, cfg),
+                 overwrite=overwrite, engine=engine_config(cfg.judge, cfg.engine))
+
+
+def run_rlaif(cfg: RlaifStage, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run `rlaif` from its stage config (`cai rlaif`, the pipeline's `rlaif` kind). No `judge` means the
+    policy judges itself, on the policy's engine."""
+    check_out(cfg.out)
+    policy = engine_config(cfg.model, cfg.engine)
+    judge = engine_config(cfg.judge or cfg.model, cfg.judge_engine if cfg.judge else cfg.engine)
+    return rlaif(prompts=cfg.prompts, out=cfg.out, constitution=cfg.constitution, sample_config=cfg.sample,
+                 label_config=cfg.label, column=cfg.column, limit=cfg.limit or None, overwrite=overwrite,
+                 policy=policy, judge=judge)

@@ -11,15 +11,16 @@ import random
 import time
 from typing import Any
 
+from cai.config import core
 from cai.data.layout import write_dataset
 from cai.data.sources import load_prompts
 from cai.data.store import RunDir, content_digest
 from cai.engine import SamplingParams
 from cai.engine.base import Engine
-from cai.engine.config import EngineConfig
+from cai.engine.config import EngineConfig, engine_config
 from cai.errors import PartialRunError
-from cai.feedback.config import SampleConfig
-from cai.stage import answer_prompts, as_engine, print_summary, provenance
+from cai.feedback.config import SampleConfig, SampleStage
+from cai.stage import answer_prompts, as_engine, check_out, print_summary, provenance
 
 
 def make_pairs(responses: list[str | None], pairing: str, pairs_per_prompt: int, rng_key: str
@@ -110,3 +111,10 @@ def _sample(engine, run, rows, prompts, out, config: SampleConfig) -> dict[str, 
 def raise_partial(errors: int, total: int, out) -> None:
     if errors:
         raise PartialRunError(f"{errors} of {total} requests failed; they are recorded in {out}")
+
+
+def run_sample(cfg: SampleStage, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run `sample` from its stage config (`cai sample`, the pipeline's `sample` kind)."""
+    check_out(cfg.out)
+    return sample(prompts=cfg.prompts, out=cfg.out, config=core(SampleConfig, cfg), column=cfg.column,
+                  limit=cfg.limit or None, overwrite=overwrite, engine=engine_config(cfg.model, cfg.engine))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.constitution.templates import score_range
+from cai.engine.base import Scored
 from cai.errors import InputError
 from cai.feedback import soft_labels
 from cai.feedback.judge import decoded_vocab
@@ -47,10 +48,10 @@ def score_probs(top: dict[int, float], multi: dict[int, float], tokens: ScoreTok
 
 
 def score_responses(engine, constitution, prompts: Sequence[Any], responses: Sequence[str], *, top_k: int = 20
-                    ) -> list[float | str]:
-    """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch. A row whose request
-    failed (an engine error, or a rating prompt longer than the judge's context) holds the error message
-    (a str, as the engines report it) instead of a reward, never a silent None."""
+                    ) -> list[Scored[float]]:
+    """d-RLAIF rewards in [-1, 1] for each (prompt, response), in one engine batch: `Scored(reward)`, or
+    `Scored(error=...)` for a row whose request failed (an engine error, or a rating prompt longer than the
+    judge's context), as the engines report it; never a silent None."""
 
     lo, hi = score_range(constitution)
     tokens = ScoreTokens.from_tokenizer(engine.tokenizer, lo, hi)
@@ -70,12 +71,12 @@ def score_responses(engine, constitution, prompts: Sequence[Any], responses: Seq
             multi.setdefault(i, {})[s] = math.exp(sum(v.value))
         else:
             extra.setdefault(i, {})[t[0]] = v.value[0]
-    out: list[float | str] = []
+    out: list[Scored[float]] = []
     for i, top in enumerate(tops):
         if not top.ok:
-            out.append(top.error)
+            out.append(Scored(error=top.error))
             continue
         reward, _ = soft_labels.expected_score(score_probs(top.value, multi.get(i, {}), tokens, extra.get(i, {})),
                                                lo, hi)
-        out.append(reward)
+        out.append(Scored(reward))
     return out

@@ -20,11 +20,11 @@ from typing import Any
 from cai.errors import InputError
 
 KINDS: dict[str, str | tuple[str, ...]] = {
-    "generate": "cai.pipeline.adapters:run_generate",
-    "critique": "cai.pipeline.adapters:run_critique",
-    "sample": "cai.pipeline.adapters:run_sample",
-    "label": "cai.pipeline.adapters:run_label",
-    "rlaif": "cai.pipeline.adapters:run_rlaif",
+    "generate": "cai.generate.run:run_generate",
+    "critique": "cai.critique.stage:run_critique",
+    "sample": "cai.feedback.sample:run_sample",
+    "label": "cai.feedback.label:run_label",
+    "rlaif": "cai.feedback.label:run_rlaif",
     "train.sft": "cai.train:train_sft",
     "train.rm": "cai.train:train_rm",
     "train.dpo": "cai.train:train_dpo",

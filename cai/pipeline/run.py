@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 from cai.config import to_dict
 from cai.errors import CaiError, InputError, PartialRunError
-from cai.pipeline.adapters import has_checkpoint
 from cai.pipeline.spec import Pipeline, Stage
 
 STATE = ".cai"
@@ -173,6 +172,11 @@ def execute(kind, cfg) -> Any:
             out = getattr(out, k)
         return kind.fn(cfg, resume=has_checkpoint(out))
     return kind.fn(cfg)
+
+
+def has_checkpoint(output_dir: str | Path) -> bool:
+    """A trainer's output dir holds a finished checkpoint (`checkpoints/step-N/state.json`): resume from it."""
+    return any((p / "state.json").is_file() for p in (Path(output_dir) / "checkpoints").glob("step-*"))
 
 
 def run_isolated(p: Pipeline, s: Stage) -> Any:

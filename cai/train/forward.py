@@ -1,5 +1,6 @@
-"""The training forward passes: summed completion log-probs of a causal LM and last-token rewards of a
-sequence classifier, plus the length buckets that batch them.
+"""The training forward passes: summed completion log-probs of a causal LM, last-token rewards of a
+sequence classifier, PPO/RLOO's per-token log-probs and values over a rollout batch, plus the length
+buckets that batch them.
 
 Log-probs are computed by `CompletionLogps`, a thin module around a causal LM that runs the decoder once
 and applies the LM head only at the positions whose next token is scored: the vocabulary-sized logits of
@@ -118,3 +119,59 @@ class LastTokenReward(nn.Module):
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return head(hidden[rows, last]).squeeze(-1).float()  # (b,)
 
+
+# ---- PPO/RLOO: per-token log-probs and values over a rollout batch -----------------------------------
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+
+
+def policy_logps(model: nn.Module, input_ids, attention_mask, P: int, R: int, temperature: float,
+                 with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Log-probs (B, R) of the response tokens with logits / temperature (identical to the rollout's
+    sampling distribution), and optionally the entropy (B, R) at that temperature and the raw
+    (temperature 1) log-probs (B, R) that engines report. Only the R response positions go through the LM head."""
+    inner = _inner_model(model)
+    hidden = inner.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=_positions(attention_mask), use_cache=False).last_hidden_state
+    logits = inner.get_output_embeddings()(hidden[:, P - 1:P - 1 + R]).float()  # (B, R, V)
+    targets = input_ids[:, P:P + R]
+    logps = losses.token_logps(logits / temperature, targets)  # (B, R)
+    if not with_entropy:
+        return logps, None, None
+    with torch.no_grad():
+        ent = losses.entropy_from_logits(logits / temperature)
+        raw = losses.token_logps(logits, targets)
+    return logps, ent, raw
+
+
+class ValueHead(nn.Module):
+    """The value model: a sequence classifier's backbone and scalar head applied at every position.
+    forward(input_ids, attention_mask, P, R) -> (B, R): V(s_t) read where response token t is predicted."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, P: int, R: int) -> torch.Tensor:
+        inner = _inner_model(self.model)
+        base = getattr(inner, inner.base_model_prefix)
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                      use_cache=False).last_hidden_state
+        return inner.score(hidden[:, P - 1:P - 1 + R]).squeeze(-1).float()  # (B, R)
+
+
+class PolicyValue(nn.Module):
+    """Policy and (optional) value model as one module, so accelerate wraps, checkpoints and optimises
+    them together (separate networks: the value model is not a head on the policy, as in Huang et al.)."""
+
+    def __init__(self, policy: nn.Module, value: nn.Module | None):
+        super().__init__()
+        self.policy = policy
+        self.value = ValueHead(value) if value is not None else None
+
+    def forward(self, input_ids, attention_mask, P: int, R: int, temperature: float, with_entropy: bool = False):
+        logps, ent, raw = policy_logps(self.policy, input_ids, attention_mask, P, R, temperature, with_entropy)
+        values = self.value(input_ids, attention_mask, P, R) if self.value is not None else None
+        return logps, ent, raw, values

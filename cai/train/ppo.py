@@ -24,7 +24,7 @@ from torch import nn
 
 from cai.engine import make_engine
 from cai.engine.weight_sync import sync_weights
-from cai.train import common, losses, rollout
+from cai.train import common, forward, losses, rollout
 from cai.train.batching import step_indices
 from cai.train.config import config_error
 from cai.train.lora import apply_lora
@@ -59,7 +59,7 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     if not cfg.lora.enabled or cfg.ref_model:
         ref = common.load_causal_lm(common.resolve(cfg.ref_model or cfg.model, "ref_model"), cfg.run.dtype)
         ref.to(acc.device).eval().requires_grad_(False)
-    module = rollout.PolicyValue(policy, value)
+    module = forward.PolicyValue(policy, value)
 
     # 3. reward source and rollout engine
     reward = rollout.make_reward(cfg, reward_fn, acc.device)
@@ -218,10 +218,10 @@ def _rollout_forwards(acc, inner, ref, batch, cfg: PPOConfig):
         if val is not None:
             outs["val"].append(val)
         if ref is not None:
-            outs["ref"].append(rollout.policy_logps(ref, ids, am, P, R, T)[0])
+            outs["ref"].append(forward.policy_logps(ref, ids, am, P, R, T)[0])
         else:  # LoRA: the reference is the base with the adapter disabled
             with inner.policy.disable_adapter():
-                outs["ref"].append(rollout.policy_logps(inner.policy, ids, am, P, R, T)[0])
+                outs["ref"].append(forward.policy_logps(inner.policy, ids, am, P, R, T)[0])
     inner.train()
     cat = {k: torch.cat(v).cpu() if v else None for k, v in outs.items()}
     return cat["old"], cat["ent"], cat["raw"], cat["val"], cat["ref"]

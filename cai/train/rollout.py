@@ -1,5 +1,5 @@
-"""What PPO/RLOO need around the loop: prompts, batched sampling on an engine, the padded rollout batch,
-per-token forwards (log-probs at the sampling temperature, entropy, values) and the reward sources.
+"""What PPO/RLOO need around the loop: prompts, batched sampling on an engine, the padded rollout batch
+and the reward sources (the per-token forwards over that batch live in `cai.train.forward`).
 
 Layout of a rollout batch (B rows): prompts left-padded to P tokens, responses right-padded to R tokens,
 so column P−1+t of the logits predicts response token t for every row, and `mask` (B, R) marks the real
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cai.constitution import load_constitution
 from cai.data.sources import as_messages, read_rows
@@ -122,68 +121,6 @@ def sample(engine, prompt_ids: list[list[int]], index: list[int], seeds: list[in
                  elp, texts, P)
 
 
-# ---- forwards -----------------------------------------------------------------------------------------
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    from peft import PeftModel
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
-
-
-def policy_logps(model: nn.Module, input_ids, attention_mask, P: int, R: int, temperature: float,
-                 with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Log-probs (B, R) of the response tokens with logits / temperature (identical to the rollout's
-    sampling distribution), and optionally the entropy (B, R) at that temperature and the raw
-    (temperature 1) log-probs (B, R) that engines report. Only the R response positions go through the LM head."""
-    inner = _inner(model)
-    hidden = inner.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=_positions(attention_mask), use_cache=False).last_hidden_state
-    logits = inner.get_output_embeddings()(hidden[:, P - 1:P - 1 + R]).float()  # (B, R, V)
-    targets = input_ids[:, P:P + R]
-    logps = losses.token_logps(logits / temperature, targets)  # (B, R)
-    if not with_entropy:
-        return logps, None, None
-    with torch.no_grad():
-        ent = losses.entropy_from_logits(logits / temperature)
-        raw = losses.token_logps(logits, targets)
-    return logps, ent, raw
-
-
-class ValueHead(nn.Module):
-    """The value model: a sequence classifier's backbone and scalar head applied at every position.
-    forward(input_ids, attention_mask, P, R) -> (B, R): V(s_t) read where response token t is predicted."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, P: int, R: int) -> torch.Tensor:
-        inner = _inner(self.model)
-        base = getattr(inner, inner.base_model_prefix)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                      use_cache=False).last_hidden_state
-        return inner.score(hidden[:, P - 1:P - 1 + R]).squeeze(-1).float()  # (B, R)
-
-
-class PolicyValue(nn.Module):
-    """Policy and (optional) value model as one module, so accelerate wraps, checkpoints and optimises
-    them together (separate networks: the value model is not a head on the policy, as in Huang et al.)."""
-
-    def __init__(self, policy: nn.Module, value: nn.Module | None):
-        super().__init__()
-        self.policy = policy
-        self.value = ValueHead(value) if value is not None else None
-
-    def forward(self, input_ids, attention_mask, P: int, R: int, temperature: float, with_entropy: bool = False):
-        logps, ent, raw = policy_logps(self.policy, input_ids, attention_mask, P, R, temperature, with_entropy)
-        values = self.value(input_ids, attention_mask, P, R) if self.value is not None else None
-        return logps, ent, raw, values
-
-
 # ---- rewards ------------------------------------------------------------------------------------------
 
 
@@ -230,7 +167,7 @@ class JudgeReward:
 
     def __call__(self, prompts: list, responses: list[str]) -> tuple[list[float], list[float]]:
         out = score_responses(self.engine, self.constitution, prompts, responses)
-        vals = [math.nan if x is None else float(x) for x in out]
+        vals = [x.value if x.ok else math.nan for x in out]  # a failed rating counts as a failure (NaN)
         return vals, vals
 
 

@@ -1,67 +1,30 @@
-"""`cai generate`: answer a prompt set with a model and write the `responses` config.
+"""`generate`: answer a prompt set with a model and write the `responses` config.
 
 The smallest complete stage: prompts in, one batch through the engine (cached, resumable), a dataset
-in the shared layout out. The critique and feedback stages follow the same shape.
+in the shared layout out. The critique and feedback stages follow the same shape. `run_generate` runs it
+from its stage config (`cai generate`, pipelines).
 """
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 from cai.data.layout import write_dataset
-from cai.data.sources import DEFAULT_PROMPTS, as_messages, load_prompts
+from cai.data.sources import as_messages, load_prompts
 from cai.data.store import RunDir, content_digest
-from cai.engine import SamplingParams
 from cai.engine.base import Engine
-from cai.engine.config import EngineConfig
-from cai.errors import InputError, PartialRunError
-from cai.stage import (
-    add_engine_args,
-    answer_prompts,
-    as_engine,
-    engine_config_from_args,
-    print_summary,
-    provenance,
-)
+from cai.engine.config import EngineConfig, engine_config
+from cai.errors import PartialRunError
+from cai.generate.config import GenerateStage
+from cai.stage import answer_prompts, as_engine, check_out, print_summary, provenance
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="answer prompts with a model; writes the `responses` config")
-    p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="JSONL/CSV/Parquet file, dataset dir or hub id")
-    p.add_argument("--column", default="prompt", help="prompt column (default: prompt)")
-    p.add_argument("--out", required=True, help="output dataset directory")
-    p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--n", type=int, default=1, help="completions per prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("--overwrite", action="store_true", help="replace an output dir from another configuration")
-    add_engine_args(p)
-    p.set_defaults(func=_cmd)
-
-
-def check_sampling_flags(args) -> None:
-    """Sampling flags are user input: a bad value is a one-line error naming the flag (exit 2)."""
-    checks = [("--n", getattr(args, "n", 1) >= 1, "must be >= 1"),
-              ("--temperature", args.temperature >= 0, "must be >= 0"),
-              ("--top-p", 0 < args.top_p <= 1, "must be in (0, 1]"),
-              ("--max-tokens", args.max_tokens >= 1, "must be >= 1"),
-              ("--limit", args.limit is None or args.limit >= 1, "must be >= 1")]
-    for flag, ok, msg in checks:
-        if not ok:
-            raise InputError(f"{msg}, got {getattr(args, flag[2:].replace('-', '_'))}", field=flag)
-
-
-def _cmd(args) -> int:
-    check_sampling_flags(args)
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
-    generate(prompts=args.prompts, out=args.out, column=args.column, params=params, seed=args.seed,
-             system=args.system, limit=args.limit, overwrite=args.overwrite,
-             engine=engine_config_from_args(args))
-    return 0
+def run_generate(cfg: GenerateStage, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run `generate` from its stage config (the pipeline's `generate` kind and `cai generate`)."""
+    check_out(cfg.out)
+    return generate(prompts=cfg.prompts, out=cfg.out, params=cfg.sampling, column=cfg.column, seed=cfg.seed,
+                    system=cfg.system, limit=cfg.limit or None, overwrite=overwrite,
+                    engine=engine_config(cfg.model, cfg.engine))
 
 
 def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: int = 0, system: str | None = None,
