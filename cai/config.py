@@ -85,6 +85,15 @@ def config_error(cfg: Any, field_path: str, message: str) -> InputError:
     return _locate_error(src, src.prefix + tuple(field_path.split(".")), message)
 
 
+def field_default(cls: type, name: str) -> Any:
+    """The default of field `name` of dataclass `cls` (for CLI help and flag defaults of a config that
+    cannot be built without required inputs)."""
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"{cls.__name__} has no field {name!r}")
+    return _default(f)
+
+
 def core(cls: type, cfg: Any) -> Any:
     """The stage's own config (`cls`) out of a stage config that extends it with inputs, output and engine."""
     return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})

@@ -152,3 +152,18 @@ def test_generate_runs_from_yaml(tmp_path, tiny_model):
     import datasets
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "g" / "responses" / "*.parquet"), split="train")
     assert sorted(ds["id"]) == ["p0", "p0", "p1", "p1"] and all(n <= 5 for n in ds["completion_tokens"])
+
+
+def test_eval_values_flags_default_to_the_values_config():
+    # `cai eval values` builds a ValuesConfig from flags; a flag left out must give the dataclass default
+    import dataclasses
+
+    from cai.cli import build_parser
+    from cai.evaluate.config import ValuesConfig
+    a = build_parser().parse_args(["eval", "values", "--model", "m", "--out", "o"])
+    d = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+         for f in dataclasses.fields(ValuesConfig)}
+    for flag in ("baseline", "constitution", "harmful", "benign", "judge", "temperature", "max_tokens", "system",
+                 "bootstrap", "seed", "limit"):
+        assert getattr(a, flag) == d[flag], flag
+    assert a.max_model_len is None  # the engine section's own default (2048) then stands

@@ -7,10 +7,11 @@ and in `cai.feedback.evaluate`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+from functools import partial
 
+from cai.config import field_default
 from cai.evaluate.agreement import AgreementConfig, eval_agreement
-from cai.evaluate.config import DEFAULT_BENIGN, DEFAULT_HARMFUL, ValuesConfig
+from cai.evaluate.config import ValuesConfig
 from cai.evaluate.values import eval_values
 from cai.feedback.cli import LABEL_FLAGS, LABEL_SWITCHES, add_label_flags
 from cai.feedback.config import EvalJudgeStage
@@ -57,31 +58,29 @@ def _cmd_judge(args) -> int:
 
 # --- values --------------------------------------------------------------------------------------
 
-# ValuesConfig's engine default (the config itself needs a model to be built)
-_VALUES_ENGINE = next(f.default_factory() for f in dataclasses.fields(ValuesConfig) if f.name == "engine")
-
-
 def _register_values(esub) -> None:
+    d = partial(field_default, ValuesConfig)  # every default is ValuesConfig's (it needs a model to be built)
     p = esub.add_parser("values", help="refusal, over-refusal, judge preference and length of a model "
                         "against a baseline on held-out prompts, with bootstrap intervals")
     p.add_argument("--model", required=True, help="model to evaluate (alias, HF dir, e.g. runs/sft)")
-    p.add_argument("--baseline", default="smollm2-135m", help="model to compare with (default smollm2-135m)")
-    p.add_argument("--constitution", default="harmless", help="judge principles and scoring rubric")
-    p.add_argument("--harmful", default=DEFAULT_HARMFUL, help="held-out harmful prompts (default data/eval)")
-    p.add_argument("--benign", default=DEFAULT_BENIGN, help="held-out benign prompts (default data/eval)")
+    p.add_argument("--baseline", default=d("baseline"), help=f"model to compare with (default {d('baseline')})")
+    p.add_argument("--constitution", default=d("constitution"), help="judge principles and scoring rubric")
+    p.add_argument("--harmful", default=d("harmful"), help="held-out harmful prompts (default data/eval)")
+    p.add_argument("--benign", default=d("benign"), help="held-out benign prompts (default data/eval)")
     p.add_argument("--out", required=True, help="output directory (values.json, values.md, answers.jsonl)")
-    p.add_argument("--judge", default="", help="judge model (default: the baseline)")
+    p.add_argument("--judge", default=d("judge"), help="judge model (default: the baseline)")
     p.add_argument("--no-judge", action="store_true", help="skip the judge: detector figures and lengths only")
     p.add_argument("--judge-few-shot", action="store_true", help="show the judge the constitution's few-shot "
                    "comparisons (off: they cut SmolLM2's judge accuracy from 0.875 to 0.458)")
-    p.add_argument("--temperature", type=float, default=0.0, help="decoding temperature (default 0: greedy)")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--system", default=None, help="system prompt for both models (default none)")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="first N prompts of each set")
+    p.add_argument("--temperature", type=float, default=d("temperature"),
+                   help=f"decoding temperature (default {d('temperature')}: greedy)")
+    p.add_argument("--max-tokens", type=int, default=d("max_tokens"))
+    p.add_argument("--system", default=d("system"), help="system prompt for both models (default none)")
+    p.add_argument("--bootstrap", type=int, default=d("bootstrap"))
+    p.add_argument("--seed", type=int, default=d("seed"))
+    p.add_argument("--limit", type=int, default=d("limit"), help="first N prompts of each set")
     p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="vllm (default when installed) or hf")
-    p.add_argument("--max-model-len", type=int, default=None, help=f"(default {_VALUES_ENGINE.max_model_len})")
+    p.add_argument("--max-model-len", type=int, default=None, help=f"(default {d('engine').max_model_len})")
     p.add_argument("--engine-arg", action="append", default=None, metavar="KEY=VALUE",
                    help="extra engine argument (JSON value), e.g. kv_cache_memory_bytes=536870912")
     p.set_defaults(func=_cmd_values)
@@ -93,7 +92,7 @@ def _cmd_values(a) -> int:
                              judge_few_shot=a.judge_few_shot,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
                              bootstrap=a.bootstrap, seed=a.seed, limit=a.limit,
-                             engine=engine_spec_from_args(a, _VALUES_ENGINE)))
+                             engine=engine_spec_from_args(a, field_default(ValuesConfig, "engine"))))
     return 0
 
 
