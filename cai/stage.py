@@ -15,7 +15,7 @@ from cai import __version__
 from cai.config import apply_overrides, dump_yaml, from_data
 from cai.data.sources import as_messages
 from cai.data.store import RequestCache, check_output_dir, default_cache_path
-from cai.engine import make_engine
+from cai.engine import default_engine, make_engine
 from cai.engine.base import Engine
 from cai.engine.cached import CachedEngine
 from cai.engine.config import EngineConfig, EngineSpec
@@ -182,26 +182,31 @@ def engine_config_from_args(args) -> EngineConfig:
                         engine_args=parse_engine_args(args.engine_arg or []))
 
 
-def open_engine(cfg: EngineConfig, *, seed: int = 0) -> CachedEngine:
-    """Open the engine `cfg` describes, behind the request cache."""
+def open_engine(cfg: EngineConfig, *, seed: int = 0, work_tokens: int | None = None) -> CachedEngine:
+    """Open the engine `cfg` describes, behind the request cache. `work_tokens`, what the job may generate,
+    lets vLLM on CPU choose between compiling and running eagerly (`CPU_COMPILE_MIN_TOKENS`)."""
     kw = dict(cfg.engine_args)
-    if cfg.backend == "openai":
+    backend = cfg.backend or default_engine()
+    if backend == "openai":
         kw["base_urls"] = list(cfg.base_urls)
     else:
         kw.update(max_model_len=cfg.max_model_len, dtype=cfg.dtype, seed=seed)
-    engine = make_engine(cfg.backend or None, cfg.model, **kw)
+    if backend == "vllm" and work_tokens is not None:
+        kw["work_tokens"] = work_tokens
+    engine = make_engine(backend, cfg.model, **kw)
     cache = None if cfg.no_cache else RequestCache(cfg.cache or default_cache_path())
     return CachedEngine(engine, cache)
 
 
-def as_engine(engine: Engine | EngineConfig, *, seed: int = 0, out: str | None = None, inputs=()) -> Engine:
+def as_engine(engine: Engine | EngineConfig, *, seed: int = 0, out: str | None = None, inputs=(),
+              work_tokens: int | None = None) -> Engine:
     """An `Engine` as it is, or the one an `EngineConfig` describes, opened once `out` is known to be a
     directory the stage may write (checked before the model loads: a mistake costs no model load)."""
     if not isinstance(engine, EngineConfig):
         return engine
     if out:
         check_output_dir(out, list(inputs))
-    return open_engine(engine, seed=seed)
+    return open_engine(engine, seed=seed, work_tokens=work_tokens)
 
 
 def engine_from_args(args, *, seed: int = 0) -> CachedEngine:

@@ -113,6 +113,10 @@ class CritiqueConfig:
     def params(self, step: str, seed: int) -> SamplingParams:
         return getattr(self, step).replace(seed=seed)
 
+    def token_budget(self) -> int:
+        """New tokens one conversation may generate, retries left out (what the engine plans for)."""
+        return self.answer.max_tokens + self.rounds * (self.critique.max_tokens + self.revision.max_tokens)
+
     def sampling(self) -> dict[str, Any]:
         return {s: getattr(self, s).to_dict() for s in STEPS}
 

@@ -46,7 +46,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     # 1. inputs
     cfg = config or CritiqueConfig()
     c, rows, sampler = _inputs(constitution, prompts, column, limit, cfg)
-    engine = _open(engine, cache, cfg.seed, out=out, prompts=prompts)
+    engine = _open(engine, cache, cfg.seed, out=out, prompts=prompts, work_tokens=len(rows) * cfg.token_budget())
 
     # 2. run directory: a crash loses at most the conversations in flight
     run = RunDir(out, run_config(c, rows, engine, cfg), overwrite=overwrite)
@@ -196,7 +196,8 @@ def run_config(c, rows, engine, cfg: CritiqueConfig) -> dict[str, Any]:
             "model_hash": engine.model_hash, "constitution_hash": c.hash, **cfg.to_dict()}
 
 
-def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bool = False, out=None, prompts=None):
+def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bool = False, out=None, prompts=None,
+          work_tokens: int | None = None):
     if isinstance(engine, CachedEngine):
         return engine
     if not isinstance(engine, EngineConfig):
@@ -205,7 +206,7 @@ def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bo
         return CachedEngine(_TokenizerOnly(engine.model, engine.max_model_len),
                             None if engine.no_cache else RequestCache(engine.cache or default_cache_path()))
     return as_engine(engine, seed=seed, out=str(out) if out else None,
-                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [])
+                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [], work_tokens=work_tokens)
 
 
 class _TokenizerOnly:
