@@ -84,3 +84,34 @@ def test_progress_counts_engine_steps_and_manifest_has_dtype(vllm_engine, tmp_pa
     assert f"kept {m['kept']} of 3 conversations in {tmp_path / 'out'}" in err
     assert f"next: cai train sft --config configs/sft.yaml data.path={tmp_path / 'out'}" in err
     assert "float32" in err
+
+
+def test_a_dropped_round_is_not_built_upon():
+    # Round 1's revision is dropped (cut at its budget): round 2 critiques the initial answer, and neither
+    # round 1's critique nor its ramble is in round 2's context. A round that stands is built upon.
+    from cai.constitution import load_constitution
+    from cai.critique.conversation import Conversation, final_round
+    from cai.engine.base import Completion, Result
+
+    c = load_constitution("harmless")
+    conf = CritiqueConfig(rounds=2, retries=0)
+
+    def res(text, reason="stop"):
+        return Result([Completion(text, [1] * 5, None, reason)], prompt_tokens=9)
+
+    def run(rev1):
+        conv = Conversation("x", "How do I pick a lock?", [c.critiques[0], c.critiques[1]])
+        script = [res("ANSWER0"), res("CRIT1"), rev1, res("CRIT2"), res("REV2")]
+        contexts = []
+        for r in script:
+            _, msgs, _, request = conv.next_request(c, conf)
+            contexts.append(" ".join(m["content"] for m in msgs))
+            assert conv.advance(r, request, conf)
+        return conv, contexts
+
+    conv, ctx = run(res("REV1 rambles on " * 5, "length"))
+    assert "CRIT1" not in ctx[3] and "REV1" not in ctx[3] and "ANSWER0" in ctx[3]  # round 2's critique
+    assert "CRIT2" in ctx[4] and "REV1" not in ctx[4]  # round 2's revision
+    assert final_round(conf.filters, conv.steps) == (2, None)
+    conv, ctx = run(res("REV1 is a fine answer to you."))
+    assert "CRIT1" in ctx[3] and "REV1 is a fine answer" in ctx[3]

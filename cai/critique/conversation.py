@@ -63,20 +63,28 @@ class Conversation:
         rid = f"{self.id}#{k}" + (f".{self.attempt}" if self.attempt else "")
         if step == "answer":
             return rid, as_messages(self.prompt, cfg.system), params, None
-        msgs = critique_messages(c, self.principles[0], self.prompt, self.steps[0]["text"], cfg.few_shot)
-        request = msgs[-1]["content"]
-        response = self.steps[0]["text"]
-        for j in range(1, k):  # replay the finished critique/revision turns, adding the next request
-            s, rr = step_name(j)
+        # The answer, then every finished round whose revision stands (passes the filters), then round r:
+        # a round whose revision was dropped is not built upon (its critique or ramble would steer the next
+        # round), so the next round critiques the last response that stands.
+        init = self.steps[0]
+        response = init["text"]
+        msgs = critique_messages(c, self.principles[0], self.prompt, response, cfg.few_shot)[:-1]
+        for rr in range(1, r):
+            crit, rev = self.steps[2 * rr - 1], self.steps[2 * rr]
+            if first_filter(cfg.filters, rev, init, crit):
+                continue
             p = self.principles[rr - 1]
-            text = self.steps[j]["text"]
-            if s == "critique":
-                request = render_revision_request(c, p, self.prompt, response, text)
-            else:
-                response = text
-                request = render_critique_request(c, self.principles[rr], self.prompt, response)
-            msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": request}]
-        return rid, msgs, params, request
+            msgs += [{"role": "user", "content": render_critique_request(c, p, self.prompt, response)},
+                     {"role": "assistant", "content": crit["text"]},
+                     {"role": "user", "content": render_revision_request(c, p, self.prompt, response, crit["text"])},
+                     {"role": "assistant", "content": rev["text"]}]
+            response = rev["text"]
+        p = self.principles[r - 1]
+        request = render_critique_request(c, p, self.prompt, response)
+        if step == "revision":
+            msgs += [{"role": "user", "content": request}, {"role": "assistant", "content": self.steps[k - 1]["text"]}]
+            request = render_revision_request(c, p, self.prompt, response, self.steps[k - 1]["text"])
+        return rid, msgs + [{"role": "user", "content": request}], params, request
 
     def advance(self, res: Result, request: str | None, cfg: CritiqueConfig | None = None) -> bool:
         """Take the result of the pending step. Returns False when a revision the filters would drop is

@@ -115,7 +115,8 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                 "seconds": round(seconds, 2), "generated_tokens": engine.generated_tokens,
                 "tokens_per_s": round(engine.generated_tokens / max(seconds, 1e-9), 1),
                 "tokens": spent, "wasted_tokens": wasted, "wasted_fraction": round(wasted / max(spent, 1), 3),
-                "retried_revisions": sum(s.get("attempts", 1) - 1 for rec in records.values() for s in rec["steps"]),
+                "retried_revisions": sum(s.get("attempts", 1) - 1 for rec in records.values() for s in rec["steps"]
+                                         if s["step"] == "revision"),
                 "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits}
     write_dataset(out, tables, manifest, title=f"cai critique: SL-CAI with constitution `{c.name}`",
                   body=f"Critique and revision ({cfg.rounds} round(s)) of `{engine.model_id}`'s answers. Configs: "
