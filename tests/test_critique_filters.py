@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cai.critique.config import first_filter
+from cai.critique.config import FILTERS, first_filter
 
 # (revision text, dropped?) — observed in the trace of `cai critique --limit 30` on SmolLM2 (seed 0)
 OBSERVED = [
@@ -111,3 +111,50 @@ def test_a_failed_later_round_settles_on_the_good_revision_and_stops():
     assert rows["sft"][0]["messages"][-1]["content"] == GOOD and rows["sft"][0]["final_round"] == 1
     assert rows["prefs"][0]["chosen"][0]["content"] == GOOD
     assert [t["final"] for t in rows["trace"]] == [True, False] and rows["trace"][1]["revision"] == "It is still unkind."
+
+
+def test_every_early_stop_marker_is_caught_by_the_scaffold_filter():
+    # A revision stopped on a marker keeps the marker in its text, and the scaffold filter must then drop
+    # it whatever would have followed: otherwise stopping early could keep a cut revision.
+    from cai.critique.config import _SCAFFOLD, SCAFFOLD_STOPS
+    for s in SCAFFOLD_STOPS:
+        text = "Well." + (s if s[0] in " \n" else " " + s)
+        assert _SCAFFOLD.search(text), s
+        assert first_filter(tuple(FILTERS), {"text": text, "finish_reason": "stop"}, {"text": "x"}) == "scaffold"
+
+
+def test_a_revision_stopped_on_a_marker_is_dropped_and_sampled_again():
+    from cai.constitution import load_constitution
+    from cai.critique.config import SCAFFOLD_STOPS, CritiqueConfig
+    from cai.critique.conversation import Conversation
+    from cai.engine.base import Completion, Result
+
+    c = load_constitution("harmless")
+    conf = CritiqueConfig(rounds=1, retries=1)
+    conv = Conversation("x", "How do I pick a lock?", [c.critiques[0]], early_stops=SCAFFOLD_STOPS)
+    for text in ("An answer.", "A critique."):
+        _, _, params, request = conv.next_request(c, conf)
+        assert conv.advance(Result([Completion(text, [1, 2], None, "stop")]), request, conf)
+    _, _, params, request = conv.next_request(c, conf)
+    assert set(SCAFFOLD_STOPS) <= set(params.stop)  # revisions stop on the markers; answers do not
+    assert not conv.advance(Result([Completion("I think", [1, 2, 3], None, "stop", " the user")]), request, conf)
+    assert conv.attempt == 1 and conv.discarded_tokens == 3  # dropped (scaffold) and sampled again
+    _, _, params, request = conv.next_request(c, conf)
+    assert conv.advance(Result([Completion("Try a locksmith.", [1], None, "stop")]), request, conf)
+    assert conv.steps[-1]["text"] == "Try a locksmith." and conv.done
+
+
+def test_copy_filter_drops_a_revision_that_answers_the_few_shot_example():
+    # real SmolLM2-135M revision to "How do I convert a semi-automatic rifle to fully automatic?": it is
+    # the harmless constitution's few-shot revision about a failed exam, nearly word for word
+    from cai.constitution import load_constitution
+    from cai.critique.run import few_shot_texts
+    examples = few_shot_texts(load_constitution("harmless"))
+    copied = ("I'm sorry, failing again is really painful, and it makes sense to feel low. One exam doesn't "
+              "decide your worth or your future. If you're feeling that nothing matters, please talk to a counsellor")
+    own = "I can't help with converting a rifle to fire automatically; that is illegal in most places."
+    assert first_filter(tuple(FILTERS), {"text": copied, "finish_reason": "stop"}, {"text": "x"}, None, examples) == "copy"
+    assert first_filter(tuple(FILTERS), {"text": own, "finish_reason": "stop"}, {"text": "x"}, None, examples) is None
+    # a shared phrase shorter than COPY_WORDS is not a copy
+    assert first_filter(("copy",), {"text": "Failing again is really painful.", "finish_reason": "stop"},
+                        {"text": "x"}, None, examples) is None

@@ -12,7 +12,7 @@ def test_compile_only_for_big_jobs():
     assert not compile_on_cpu(CPU_COMPILE_MIN_TOKENS - 1) and compile_on_cpu(CPU_COMPILE_MIN_TOKENS)
     # the critique job (150 red-team prompts, 2 rounds) compiles; the 20-prompt yield test runs eagerly
     per_conv = CritiqueConfig().token_budget()
-    assert per_conv == 128 + 2 * (96 + 160)
+    assert per_conv == 96 + 2 * (64 + 160)
     assert compile_on_cpu(150 * per_conv) and not compile_on_cpu(20 * per_conv)
 
 

@@ -50,6 +50,9 @@ def test_n_samples_and_stop_strings(vllm_engine, hf_engine):
         word = greedy.split()[1] if len(greedy.split()) > 1 else greedy.strip()[:3]
         cut = engine.chat(CONVS[:1], SamplingParams(temperature=0, max_tokens=10, stop=[word]))[0].outputs[0]
         assert word not in cut.text and cut.finish_reason == "stop", engine.name
+        assert engine.reports_stop and cut.stop == word, engine.name  # which stop string ended it
+        full = engine.chat(CONVS[:1], SamplingParams(temperature=0, max_tokens=10))[0].outputs[0]
+        assert full.stop is None, engine.name  # length or end of turn: no stop string
 
 
 def test_top_logprobs_match_scoring(vllm_engine, hf_engine):

@@ -61,7 +61,7 @@ def test_a_partial_nested_mapping_changes_only_the_keys_it_names():
     # `optim: {warmup_steps: 3}` keeps DPO's own lr (5e-7), not OptimConfig's
     cfg = from_data(CritiqueConfig, {"revision": {"stop": ["\n\n"]}, "answer": {"temperature": 0.9}})
     assert tuple(cfg.revision.stop) == ("\n\n",) and cfg.revision.max_tokens == CritiqueConfig().revision.max_tokens == 160
-    assert cfg.answer.temperature == 0.9 and cfg.answer.max_tokens == 128 and cfg.critique.max_tokens == 96
+    assert cfg.answer.temperature == 0.9 and cfg.answer.max_tokens == 96 and cfg.critique.max_tokens == 64
     dpo = load_config(DPOConfig, None, ["optim.warmup_steps=3", "run.epochs=2"])
     assert dpo.optim.warmup_steps == 3 and dpo.optim.lr == DPOConfig().optim.lr == 5e-7
     assert dpo.run.epochs == 2 and dpo.run.output_dir == DPOConfig().run.output_dir

@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from conftest import run_cai
 
+from cai.critique.config import CritiqueConfig
+
 PAIRS = [{"id": "a", "prompt": "How do I pick a lock?", "response_a": "I can't help.", "response_b": "Use a pick."},
          {"id": "b", "prompt": "Say hi.", "response_a": "Hello!", "response_b": "Go away."}]
 
@@ -16,7 +18,8 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
                     "--print-config", check=True).stdout
     cfg = yaml.safe_load(first)
     assert cfg["rounds"] == 3 and cfg["answer"]["max_tokens"] == 40 and cfg["engine"]["backend"] == "hf"
-    assert cfg["critique"]["max_tokens"] == 96 and cfg["retries"] == 2  # dataclass defaults, stated once
+    # dataclass defaults, stated once
+    assert cfg["critique"]["max_tokens"] == CritiqueConfig().critique.max_tokens == 64 and cfg["retries"] == 2
     path = tmp_path / "critique.yaml"
     path.write_text(first)
     assert run_cai("critique", "--config", str(path), "--print-config", check=True).stdout == first

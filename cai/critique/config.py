@@ -35,37 +35,65 @@ _SCAFFOLD = re.compile(
     r"|\A\W*(?:the|this)\s+(?:statement|advice|suggestion|critique|part|request|message)\b")
 
 
+SCAFFOLD_STOPS = (" the user", "The user", " the response", "The response", " this response", "This response",
+                  " your response", "Your response", " that response", " the assistant",
+                  "The assistant", "Critique request", "critique request", "Revision request", "revision request",
+                  "\nRevision:", "\nCritique:", " revised version")
+"""Markers on which a revision stops early (`CritiqueConfig.early_stop`): a revision that writes one of
+them is dropped by the `scaffold` filter whatever follows, so the rest of it would be wasted tokens. Each
+is a literal that `_SCAFFOLD` matches (tests/test_critique_filters.py checks it)."""
+
+
 def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _empty(final: dict, init: dict, critique: dict | None = None) -> bool:
+def _empty(final: dict, init: dict, critique: dict | None = None, examples: tuple[str, ...] = ()) -> bool:
     return not final["text"].strip()
 
 
-def _truncated(final: dict, init: dict, critique: dict | None = None) -> bool:
+def _truncated(final: dict, init: dict, critique: dict | None = None, examples: tuple[str, ...] = ()) -> bool:
     return final["finish_reason"] == "length"
 
 
-def _scaffold(final: dict, init: dict, critique: dict | None = None) -> bool:
+def _scaffold(final: dict, init: dict, critique: dict | None = None, examples: tuple[str, ...] = ()) -> bool:
     if _SCAFFOLD.search(final["text"]):
         return True
     # a copy of the critique it was asked to act on (small models often repeat their last turn)
     return critique is not None and _norm(final["text"])[:80] == _norm(critique["text"])[:80]
 
 
-def _unchanged(final: dict, init: dict, critique: dict | None = None) -> bool:
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+COPY_WORDS = 8
+"""`copy`: a revision sharing a run of this many words with a few-shot turn copies it."""
+
+
+def _copy(final: dict, init: dict, critique: dict | None = None, examples: tuple[str, ...] = ()) -> bool:
+    # A small model often answers the few-shot example instead of its own user ("I'm sorry, failing again
+    # is really painful ... One exam doesn't decide your worth" to a question about rifles).
+    w = _words(final["text"])
+    grams = {tuple(w[i:i + COPY_WORDS]) for i in range(len(w) - COPY_WORDS + 1)}
+    return bool(grams) and any(tuple(e[i:i + COPY_WORDS]) in grams for e in map(_words, examples)
+                               for i in range(len(e) - COPY_WORDS + 1))
+
+
+def _unchanged(final: dict, init: dict, critique: dict | None = None, examples: tuple[str, ...] = ()) -> bool:
     return _norm(final["text"]) == _norm(init["text"])
 
 
 FILTERS: dict[str, Callable[..., bool]] = {
-    "empty": _empty, "truncated": _truncated, "scaffold": _scaffold, "unchanged": _unchanged}
-"""Filter name -> predicate(final revision step, initial answer step, its critique step or None) that drops
-the row. A row is counted against the first filter (in this order) that drops it."""
+    "empty": _empty, "truncated": _truncated, "scaffold": _scaffold, "copy": _copy, "unchanged": _unchanged}
+"""Filter name -> predicate(final revision step, initial answer step, its critique step or None, the
+few-shot turns' texts) that drops the row. A row is counted against the first filter (in this order) that
+drops it."""
 
 
-def first_filter(names: tuple[str, ...], final: dict, init: dict, critique: dict | None = None) -> str | None:
-    return next((n for n in FILTERS if n in names and FILTERS[n](final, init, critique)), None)
+def first_filter(names: tuple[str, ...], final: dict, init: dict, critique: dict | None = None,
+                 examples: tuple[str, ...] = ()) -> str | None:
+    return next((n for n in FILTERS if n in names and FILTERS[n](final, init, critique, examples)), None)
 
 
 def _default(max_tokens: int = 256, temperature: float = 0.7) -> SamplingParams:
@@ -77,10 +105,13 @@ class CritiqueConfig:
     rounds: int = 2
     """Critique -> revision rounds per conversation; each draws a fresh principle with the seed, repeats
     allowed (the paper's samples use 4, the HF recipe 1)."""
-    answer: SamplingParams = field(default_factory=lambda: _default(128))
-    """Sampling for the initial answer (the response the constitution then critiques; `rejected` in prefs)."""
-    critique: SamplingParams = field(default_factory=lambda: _default(96))
-    """Sampling for each critique (the few-shot critiques are 2-3 sentences, about 50 tokens)."""
+    answer: SamplingParams = field(default_factory=lambda: _default(96))
+    """Sampling for the initial answer (the response the constitution then critiques; `rejected` in prefs).
+    96 tokens: SmolLM2-135M's answers mostly run past 128, and the critique needs the gist, not all of it."""
+    critique: SamplingParams = field(default_factory=lambda: _default(64))
+    """Sampling for each critique (the few-shot critiques are 2-3 sentences, about 50 tokens; SmolLM2's
+    longer critiques drift off the response). On 20 shipped prompts, budgets 96/64 instead of 128/96 kept
+    15 conversations instead of 14 with 24% fewer tokens."""
     revision: SamplingParams = field(default_factory=lambda: _default(160))
     """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`; the few-shot
     revisions are about 60-90 tokens, so 160 leaves room without paying for rambling)."""
@@ -90,6 +121,10 @@ class CritiqueConfig:
     """Put the constitution's few-shot critique conversations before every critique/revision request."""
     filters: tuple[str, ...] = tuple(FILTERS)
     """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
+    early_stop: bool = True
+    """Stop a revision as soon as it writes a scaffold marker (`SCAFFOLD_STOPS`: "the user", "The response",
+    "Critique request", ...), keeping the marker in its text: the `scaffold` filter drops it either way, and
+    the retry starts sooner. Used with engines that report which stop string matched (vllm, hf)."""
     retries: int = 2
     """A revision that the filters would drop (truncated, scaffold, empty, unchanged) is sampled again with
     another seed, up to this many times; the last attempt stands. Its discarded tokens count as wasted."""
@@ -122,7 +157,7 @@ class CritiqueConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "sampling": self.sampling(), "system": self.system,
-                "few_shot": self.few_shot, "filters": list(self.filters), "retries": self.retries,
+                "few_shot": self.few_shot, "filters": list(self.filters), "early_stop": self.early_stop, "retries": self.retries,
                 "seed": self.seed}
 
 

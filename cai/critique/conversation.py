@@ -44,6 +44,8 @@ class Conversation:
     attempt: int = 0  # attempts of the current step that were sampled again
     discarded_tokens: int = 0  # tokens of the current step's discarded attempts
     settled: bool = False  # a later round's revision failed the filters: the last good revision stands
+    early_stops: tuple[str, ...] = ()  # stop strings added to every revision request (`SCAFFOLD_STOPS`)
+    examples: tuple[str, ...] = ()  # the few-shot turns' texts (the `copy` filter)
 
     @property
     def n_steps(self) -> int:
@@ -60,6 +62,8 @@ class Conversation:
         step, r = step_name(k)
         key = f"{self.id}:{step}:{r}" + (f":{self.attempt}" if self.attempt else "")  # a retry: another seed
         params = cfg.params(step, request_seed(cfg.seed, key))
+        if step == "revision" and self.early_stops:
+            params = params.replace(stop=tuple(params.stop) + self.early_stops)
         rid = f"{self.id}#{k}" + (f".{self.attempt}" if self.attempt else "")
         if step == "answer":
             return rid, as_messages(self.prompt, cfg.system), params, None
@@ -71,7 +75,7 @@ class Conversation:
         msgs = critique_messages(c, self.principles[0], self.prompt, response, cfg.few_shot)[:-1]
         for rr in range(1, r):
             crit, rev = self.steps[2 * rr - 1], self.steps[2 * rr]
-            if first_filter(cfg.filters, rev, init, crit):
+            if first_filter(cfg.filters, rev, init, crit, self.examples):
                 continue
             p = self.principles[rr - 1]
             msgs += [{"role": "user", "content": render_critique_request(c, p, self.prompt, response)},
@@ -98,20 +102,21 @@ class Conversation:
                 self.error = f"{where}: {res.error}"
             return True
         o = res.outputs[0]
-        new = {"step": step, "round": r, "request": request, "text": o.text, "tokens": len(o.token_ids),
+        text = o.text + o.stop if o.stop is not None and o.stop in self.early_stops else o.text  # keep the marker
+        new = {"step": step, "round": r, "request": request, "text": text, "tokens": len(o.token_ids),
                "prompt_tokens": res.prompt_tokens, "finish_reason": o.finish_reason}
         if (step == "revision" and cfg is not None and self.attempt < cfg.retries
-                and first_filter(cfg.filters, new, self.steps[0], self.steps[-1])):
+                and first_filter(cfg.filters, new, self.steps[0], self.steps[-1], self.examples)):
             self.attempt += 1
             self.discarded_tokens += new["tokens"]
             return False
         new.update(attempts=self.attempt + 1, discarded_tokens=self.discarded_tokens)
         self.attempt = self.discarded_tokens = 0
         self.steps.append(new)
-        if step == "revision" and cfg is not None and r > 1 and final_round(cfg.filters, self.steps)[0] != r:
+        if step == "revision" and cfg is not None and r > 1 and final_round(cfg.filters, self.steps, self.examples)[0] != r:
             # Small models often answer a second critique by repeating it: a round that makes the answer
             # unusable is dropped, and critiquing it further would only waste tokens.
-            self.settled = final_round(cfg.filters, self.steps)[0] is not None
+            self.settled = final_round(cfg.filters, self.steps, self.examples)[0] is not None
         return True
 
     def record(self) -> dict[str, Any]:
@@ -121,21 +126,24 @@ class Conversation:
                 "too_long": self.too_long}
 
 
-def final_round(filters: tuple[str, ...], steps: list[dict[str, Any]]) -> tuple[int | None, str | None]:
+def final_round(filters: tuple[str, ...], steps: list[dict[str, Any]], examples: tuple[str, ...] = ()
+                ) -> tuple[int | None, str | None]:
     """(round whose revision is the conversation's result, None) or (None, filter that drops the last round).
 
     The result is the last revision that passes the filters, so a later round that made the answer worse
     (a copied critique, a truncation) does not discard an earlier good revision.
     """
     rounds = (len(steps) - 1) // 2  # steps: answer, then (critique, revision) per finished round
-    reasons = [first_filter(filters, steps[2 * r], steps[0], steps[2 * r - 1]) for r in range(1, rounds + 1)]
+    reasons = [first_filter(filters, steps[2 * r], steps[0], steps[2 * r - 1], examples) for r in range(1, rounds + 1)]
     good = [r for r, reason in enumerate(reasons, 1) if reason is None]
     return (good[-1], None) if good else (None, reasons[-1] if reasons else None)
 
 
-def new_conversation(row: dict[str, Any], sampler, rounds: int) -> Conversation:
+def new_conversation(row: dict[str, Any], sampler, rounds: int, early_stops: tuple[str, ...] = (),
+                     examples: tuple[str, ...] = ()) -> Conversation:
     return Conversation(row["id"], row["prompt"], [sampler.sample(key=f"{row['id']}:{r}")[0]
-                                                   for r in range(1, rounds + 1)])
+                                                   for r in range(1, rounds + 1)], early_stops=early_stops,
+                        examples=examples)
 
 
 # ---- records -> dataset rows -------------------------------------------------------------------------

@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from cai.constitution import PrincipleSampler, load_constitution
-from cai.critique.config import CritiqueConfig
+from cai.critique.config import SCAFFOLD_STOPS, CritiqueConfig
 from cai.critique.conversation import Conversation, final_round, new_conversation, rows_of
 from cai.data.layout import write_dataset
 from cai.data.sources import load_prompts
 from cai.data.store import RecordLog, RequestCache, RunDir, default_cache_path, fingerprint
+from cai.engine import default_engine
 from cai.engine.base import Engine
 from cai.engine.cached import CachedEngine
 from cai.engine.config import EngineConfig
 from cai.errors import InputError, PartialRunError
 from cai.models import model_hash, resolve_model
+from cai.prompts import few_shot_critique_messages
 from cai.stage import Progress, as_engine, print_summary, provenance
 
 
@@ -66,8 +68,9 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
         pending[rid] = (conv, request)
         engine.submit(rid, engine.format_chat(msgs), params)
 
+    stops, examples = early_stops(cfg, engine), few_shot_texts(c)
     for r in todo:
-        submit(new_conversation(r, sampler, cfg.rounds))
+        submit(new_conversation(r, sampler, cfg.rounds, stops, examples))
     while engine.has_unfinished():
         for rid, res in engine.poll():
             conv, request = pending.pop(rid)
@@ -95,7 +98,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     for r in rows:
         rec = records[r["id"]]
         steps = rec["steps"]
-        final, reason = (None, None) if rec["error"] or rec.get("too_long") else final_round(cfg.filters, steps)
+        final, reason = (None, None) if rec["error"] or rec.get("too_long") else final_round(cfg.filters, steps, examples)
         status = "error" if rec["error"] else "too_long" if rec.get("too_long") else "filtered" if reason else "kept"
         status_n[status] += 1
         if reason:
@@ -156,7 +159,7 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
         if r["id"] in records and not records[r["id"]]["error"]:  # finished, filtered or too long
             finished += 1
             continue
-        conv = new_conversation(r, sampler, cfg.rounds)
+        conv = new_conversation(r, sampler, cfg.rounds, early_stops(cfg, engine), few_shot_texts(c))
         while not conv.done:
             _, msgs, params, request = conv.next_request(c, cfg)
             hit = engine.lookup(engine.format_chat(msgs), params)
@@ -173,6 +176,17 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+
+def early_stops(cfg: CritiqueConfig, engine) -> tuple[str, ...]:
+    """The scaffold markers revisions stop on, when the engine reports which stop string matched (else a
+    revision cut at a marker would look like one that ended by itself)."""
+    return SCAFFOLD_STOPS if cfg.early_stop and getattr(engine, "reports_stop", False) else ()
+
+
+def few_shot_texts(c) -> tuple[str, ...]:
+    """Every turn of the constitution's few-shot critique conversations (what the `copy` filter looks for)."""
+    return tuple(m["content"] for m in few_shot_critique_messages(c))
+
 
 def _steps_bar(total: int, engine, initial: int):
     """A bar over engine steps, not conversations: conversations all finish near the end, steps do not."""
@@ -204,7 +218,8 @@ def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bo
     if not isinstance(engine, EngineConfig):
         return CachedEngine(engine, RequestCache(cache) if cache else None)
     if tokenizer_only and engine.backend != "openai":
-        return CachedEngine(_TokenizerOnly(engine.model, engine.max_model_len),
+        return CachedEngine(_TokenizerOnly(engine.model, engine.max_model_len,
+                                           reports_stop=(engine.backend or default_engine()) != "openai"),
                             None if engine.no_cache else RequestCache(engine.cache or default_cache_path()))
     return as_engine(engine, seed=seed, out=str(out) if out else None,
                      inputs=[prompts] if isinstance(prompts, (str, Path)) else [], work_tokens=work_tokens)
@@ -214,9 +229,10 @@ class _TokenizerOnly:
     """Just enough of an engine to render and address requests (no weights loaded): for dry runs."""
     name = "none"
 
-    def __init__(self, model: str, max_model_len: int):
+    def __init__(self, model: str, max_model_len: int, reports_stop: bool):
         from transformers import AutoTokenizer
 
         path = resolve_model(model)
         self.model_id, self.model_hash, self.max_model_len = str(model), model_hash(path), max_model_len
+        self.reports_stop = reports_stop  # as the engine of the real run (its requests carry the same stops)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -78,6 +78,7 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float] | None
     finish_reason: str  # "stop" | "length" | "error"
+    stop: str | None = None  # the stop string that ended it (None: end of turn, length, or not reported)
 
 
 @dataclass
@@ -140,6 +141,9 @@ class Engine:
     `has_unfinished` and `top_logprobs`; `generate`, `chat` and the scorers are built on them."""
 
     name = "base"
+    reports_stop = False
+    """`Completion.stop` names the stop string that ended a completion (a stage can then stop a step early
+    on a marker and still tell that it did)."""
     model_id: str
     model_hash: str
     tokenizer: Any

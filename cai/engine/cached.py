@@ -41,6 +41,7 @@ class CachedEngine(Engine):
         # Cache keys name the backend and dtype too: a bf16 vLLM answer is not an fp32 transformers answer.
         self._key_model = f"{engine.model_hash}|{engine.name}|{self.dtype}"
         self.tokenizer, self.max_model_len = engine.tokenizer, engine.max_model_len
+        self.reports_stop = getattr(engine, "reports_stop", False)
         self._ready: list[tuple[str, Result]] = []
         self._keys: dict[str, str] = {}
         self.engine_requests = self.cache_hits = self.generated_tokens = 0

@@ -69,6 +69,7 @@ class _RowStopper:
 
 class HFEngine(Engine):
     name = "hf"
+    reports_stop = True
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None, batch_size: int = 64,
                  max_model_len: int | None = None, seed: int = 0, **unused: Any):
@@ -142,11 +143,11 @@ class HFEngine(Engine):
                     toks, reason = toks[: k + 1], "stop"
                     break
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            for s in p.stop:
-                if s in text:
-                    text, reason = text[: text.index(s)], "stop"
+            hit = min(((text.index(s), s) for s in p.stop if s in text), default=None)  # the first to appear
+            if hit is not None:
+                text, reason = text[: hit[0]], "stop"
             lps = sampler.logprobs[i][: len(toks)] if p.logprobs else None
-            out.append(Completion(text, toks, lps, reason))
+            out.append(Completion(text, toks, lps, reason, hit[1] if hit else None))
         return out
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -254,7 +254,9 @@ class OpenAIEngine(Engine):
         if ids is None:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if self.tokenizer else []
         reason = choice.get("finish_reason") or "stop"
-        return Completion(text, [int(t) for t in ids], lp[0] if lp else None, reason)
+        stop = choice.get("stop_reason")  # vLLM's servers say which stop string matched; others do not
+        return Completion(text, [int(t) for t in ids], lp[0] if lp else None, reason,
+                          stop if isinstance(stop, str) else None)
 
     def _token_id(self, token: str) -> int:
         if token.startswith(TOKEN_ID_PREFIX):

@@ -95,6 +95,7 @@ def cpu_kv_cache_bytes() -> int:
 
 class VLLMEngine(Engine):
     name = "vllm"
+    reports_stop = True
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, enable_prefix_caching: bool = True,
@@ -243,7 +244,8 @@ def _gen_result(out, _extra) -> Result:
         if o.logprobs is not None:
             lps = [float(step[t].logprob) for step, t in zip(o.logprobs, o.token_ids)]
         reason = o.finish_reason if o.finish_reason in ("stop", "length") else (o.finish_reason or "stop")
-        comps.append(Completion(o.text, list(o.token_ids), lps, reason))
+        comps.append(Completion(o.text, list(o.token_ids), lps, reason,
+                                o.stop_reason if isinstance(o.stop_reason, str) else None))
     return Result(outputs=comps, prompt_tokens=len(out.prompt_token_ids or []))
 
 
