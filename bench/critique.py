@@ -13,7 +13,9 @@ Prints, measured in one run on one machine:
   ratio_vs_hf_pipeline=  vLLM pipeline tok/s / the same pipeline on the hf engine; the hf pipeline runs in a
                          subprocess (vLLM allows one engine per process) on the first --hf-prompts prompts
 Each side prints its prompt and generated token counts and vLLM's prefix-cache hit rate (cached prompt
-tokens / prompt tokens). The prefix cache is reset before each side. No request cache is used.
+tokens / prompt tokens); the pipeline also prints how many requests it kept in flight (peak, time-weighted
+mean, and the wall time spent under half the peak: the dependency tail the replay does not have).
+The prefix cache is reset before each side. No request cache is used.
 """
 from __future__ import annotations
 
@@ -33,17 +35,39 @@ PROMPTS = str(REPO / "data" / "red_team.jsonl")
 
 
 class Recorder:
-    """Passes every call through to an engine and records each generation request (ids, params)."""
+    """Passes every call through to an engine and records each generation request (ids, params), and how
+    many requests were in flight during each engine step (`timeline`: (seconds the step took, in flight))."""
 
     def __init__(self, inner):
         self.inner, self.requests = inner, []
         self.name, self.model_id, self.model_hash = inner.name, inner.model_id, inner.model_hash
         self.tokenizer, self.max_model_len = inner.tokenizer, inner.max_model_len
+        self.reports_stop = getattr(inner, "reports_stop", False)
+        self.in_flight, self.timeline, self._t = 0, [], None
 
     def submit(self, rid, prompt, params):
         ids = self.inner.encode(prompt)
         self.requests.append((ids, params))
         self.inner.submit(rid, ids, params)
+        self.in_flight += 1
+
+    def poll(self):
+        t0 = time.perf_counter() if self._t is None else self._t
+        out = self.inner.poll()
+        self._t = time.perf_counter()
+        self.timeline.append((self._t - t0, self.in_flight))
+        self.in_flight -= len(out)
+        return out
+
+
+def occupancy(timeline: list) -> dict:
+    """Where a dependent pipeline loses to the replay: wall time spent with under half of the peak number
+    of requests in flight (conversations waiting on their own previous step, at the end of the run)."""
+    total = sum(dt for dt, _ in timeline) or 1e-9
+    peak = max((n for _, n in timeline), default=0)
+    low = sum(dt for dt, n in timeline if n < peak / 2)
+    return {"peak_in_flight": peak, "mean_in_flight": round(sum(dt * n for dt, n in timeline) / total, 1),
+            "seconds_under_half_peak": round(low, 1), "fraction_under_half_peak": round(low / total, 3)}
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -74,7 +98,7 @@ def pipeline(engine_name: str, model: str, n: int, config, engine=None, max_mode
         m = critique(prompts=PROMPTS, limit=n, out=out, engine=CachedEngine(rec, None), progress=False,
                      config=config)
     side = _side(rec.inner, m["generated_tokens"], m["seconds"], before, engine=engine_name, prompts=n,
-                 requests=len(rec.requests), kept=m["kept"])
+                 requests=len(rec.requests), kept=m["kept"], **occupancy(rec.timeline))
     return side, rec.requests
 
 

@@ -42,13 +42,7 @@ class EngineConfig:
                                                         else self.base_urls))
         if not self.model:
             raise InputError("is required", field="model")
-        if self.backend and self.backend not in BACKENDS:
-            raise InputError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}",
-                             field="backend")
-        if self.backend == "openai" and not self.base_urls:
-            raise InputError("the openai backend needs base_urls", field="base_urls")
-        if self.max_model_len < 16:
-            raise InputError("must be >= 16", field="max_model_len")
+        _check(self.backend, self.base_urls, self.max_model_len)
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with `changes` (e.g. the judge: `policy.replace(model="judge-model")`)."""
@@ -75,13 +69,17 @@ class EngineSpec:
     """Neither read nor write the request cache."""
 
     def __post_init__(self):
-        if self.backend and self.backend not in BACKENDS:
-            raise InputError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}",
-                             field="backend")
-        if self.backend == "openai" and not self.base_urls:
-            raise InputError("the openai backend needs base_urls", field="base_urls")
-        if self.max_model_len < 16:
-            raise InputError("must be >= 16", field="max_model_len")
+        _check(self.backend, self.base_urls, self.max_model_len)
+
+
+def _check(backend: str, base_urls: tuple[str, ...], max_model_len: int) -> None:
+    """What `EngineConfig` and `EngineSpec` both require of their fields."""
+    if backend and backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}", field="backend")
+    if backend == "openai" and not base_urls:
+        raise InputError("the openai backend needs base_urls", field="base_urls")
+    if max_model_len < 16:
+        raise InputError("must be >= 16", field="max_model_len")
 
 
 def engine_config(model: str, spec: EngineSpec) -> EngineConfig:
