@@ -59,6 +59,9 @@ class Recorder:
         self.in_flight -= len(out)
         return out
 
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
 
 def occupancy(timeline: list) -> dict:
     """Where a dependent pipeline loses to the replay: wall time spent with under half of the peak number
@@ -68,9 +71,6 @@ def occupancy(timeline: list) -> dict:
     low = sum(dt for dt, n in timeline if n < peak / 2)
     return {"peak_in_flight": peak, "mean_in_flight": round(sum(dt * n for dt, n in timeline) / total, 1),
             "seconds_under_half_peak": round(low, 1), "fraction_under_half_peak": round(low / total, 3)}
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def _counters(engine) -> tuple[int, int]:

@@ -19,7 +19,8 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
     cfg = yaml.safe_load(first)
     assert cfg["rounds"] == 3 and cfg["answer"]["max_tokens"] == 40 and cfg["engine"]["backend"] == "hf"
     # dataclass defaults, stated once
-    assert cfg["critique"]["max_tokens"] == CritiqueConfig().critique.max_tokens == 64 and cfg["retries"] == 2
+    assert cfg["critique"]["max_tokens"] == CritiqueConfig().critique.max_tokens == 64
+    assert cfg["retries"] == CritiqueConfig().retries == 5
     path = tmp_path / "critique.yaml"
     path.write_text(first)
     assert run_cai("critique", "--config", str(path), "--print-config", check=True).stdout == first
@@ -116,7 +117,7 @@ def test_old_flags_keep_their_meaning():
     assert [crit[s]["max_tokens"] for s in ("answer", "critique", "revision")] == [50, 50, 70]
     assert {crit[s]["temperature"] for s in ("answer", "critique", "revision")} == {0.3}
     assert crit["filters"] == [] and crit["few_shot"] is False
-    assert crit["rounds"] == 2 and crit["retries"] == 2 and crit["seed"] == 0  # CritiqueConfig's defaults
+    assert crit["rounds"] == 2 and crit["retries"] == 5 and crit["seed"] == 0  # CritiqueConfig's defaults
     lab = yaml.safe_load(run_cai("label", "--data", "d", "--out", "o", "--clamp", "0.3", "0.7", "--print-config",
                                  check=True).stdout)
     assert lab["clamp"] == [0.3, 0.7] and lab["mode"] == "compare" and lab["engine"]["max_model_len"] == 4096

@@ -91,6 +91,8 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
 
     # 4. tables, filters, manifest
     dtype = getattr(getattr(engine, "inner", engine), "dtype", None)
+    compiled = getattr(getattr(engine, "inner", engine), "compiled", None)  # vLLM: chosen per job size on CPU
+    mode = "" if compiled is None else ", compiled" if compiled else ", eager"
     prov = provenance(engine, seed=cfg.seed, sampling=cfg.sampling(), constitution=c.name,
                       constitution_version=c.version, constitution_hash=c.hash, rounds=cfg.rounds)
     tables: dict[str, list[dict[str, Any]]] = {"sft": [], "prefs": [], "trace": []}
@@ -132,7 +134,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                                    ("tokens", engine.generated_tokens), ("wasted tokens", wasted),
                                    ("tok/s", manifest["tokens_per_s"]), ("seconds", manifest["seconds"]),
                                    ("engine requests", engine.engine_requests), ("cache hits", engine.cache_hits),
-                                   ("model", f"{engine.model_id} ({engine.name}, {dtype or 'default dtype'})"),
+                                   ("model", f"{engine.model_id} ({engine.name}, {dtype or 'default dtype'}{mode})"),
                                    ("out", str(out))])
         print(f"kept {kept} of {len(rows)} conversations in {out}\nnext: cai train sft --config configs/sft.yaml "
               f"data.path={out}", file=sys.stderr)

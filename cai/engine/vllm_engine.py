@@ -31,12 +31,15 @@ CPU_DTYPE = "float32"
 samples and log-probs match theirs. Compare bf16's speed with
 `bench/engines.py --start-only --variants '{}' '{"dtype": "bfloat16"}'`."""
 
-CPU_COMPILE_MIN_TOKENS = 60_000
+CPU_COMPILE_MIN_TOKENS = 150_000
 """On CPU, compile the model (torch.compile) only for a job whose token budget (`work_tokens`: what the
-stage may generate) is at least this; smaller jobs run eagerly. Measured with SmolLM2-135M on 2 cores
-(`bench/engines.py --start-only`): eager starts in 21 s (14 s the second time) and generates ~13% slower;
-compiling starts in 74 s the first time and 31 s once vLLM's compile cache holds the model, so it pays
-back after about 40k generated tokens. `--engine-arg enforce_eager=true|false` decides for any job."""
+stage may generate) is at least this; smaller jobs run eagerly. Measured with SmolLM2-135M on 2 cores:
+eager starts in 21 s (14 s the second time); compiling starts in 74 s the first time and 31 s once vLLM's
+compile cache holds the model. Compiled generation is 13% faster on short prompts
+(`bench/engines.py --start-only`) but only 5% on the critique job, whose long few-shot contexts are
+attention-bound (467 s against 491 s for 78.5k tokens: a tie once the start is counted). At 150k tokens
+compiling pays back even its first, uncached start. `--engine-arg enforce_eager=true|false` decides for
+any job."""
 
 def compile_on_cpu(work_tokens: int | None) -> bool:
     """Whether a CPU job of `work_tokens` new tokens (None: unknown, a small job) is worth compiling."""
@@ -135,6 +138,7 @@ class VLLMEngine(Engine):
                                 seed=seed, enable_prefix_caching=enable_prefix_caching, **kw, **engine_args)
         quiet_logs(verbose)  # now that vLLM's handler exists
         self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        self.compiled = not self.llm.llm_engine.model_config.enforce_eager  # CPU: chosen per job size
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._engine = self.llm.llm_engine

@@ -173,22 +173,13 @@ class RlaifStage:
 
 
 @dataclass(frozen=True)
-class EvalJudgeStage(LabelConfig):
+class EvalJudgeStage(LabelStage):
     """`eval judge`: a judge's accuracy, log-likelihood and calibration on human-labelled pairs, each judged
-    exactly as `label` would (the same `LabelConfig` fields)."""
+    exactly as `label` would (the same fields; `data` holds the human labels, `out` is optional)."""
 
-    data: str = ""
-    """Labelled pairs: JSONL `{prompt, response_a, response_b, label: A|B}` (label: the better response)."""
     out: str = ""
     """Report JSON (top-level `accuracy`); empty prints the summary only."""
+    data: str = ""
+    """Labelled pairs: JSONL `{prompt, response_a, response_b, label: A|B}` (label: the better response)."""
     judge: str = "smollm2-135m"
     """The judge under evaluation."""
-    engine: EngineSpec = field(default_factory=EngineSpec)
-    """How to run the judge."""
-    constitution: str = "harmless"
-    """Built-in constitution name or YAML path (its comparison principles are used)."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.data:
-            raise InputError("is required: the labelled pairs", field="data")
