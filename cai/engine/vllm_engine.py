@@ -34,8 +34,8 @@ samples and log-probs match theirs. Compare bf16's speed with
 CPU_COMPILE_MIN_TOKENS = 150_000
 """On CPU, compile the model (torch.compile) only for a job whose token budget (`work_tokens`: what the
 stage may generate) is at least this; smaller jobs run eagerly. Measured with SmolLM2-135M on 2 cores:
-eager starts in 21 s (14 s the second time); compiling starts in 74 s the first time and 31 s once vLLM's
-compile cache holds the model. Compiled generation is 13% faster on short prompts
+eager starts in 18-21 s (11-14 s the second time); compiling starts in 74 s the first time and 31 s once
+vLLM's compile cache holds the model. Compiled generation is 6-13% faster on short prompts
 (`bench/engines.py --start-only`) but only 5% on the critique job, whose long few-shot contexts are
 attention-bound (467 s against 491 s for 78.5k tokens: a tie once the start is counted). At 150k tokens
 compiling pays back even its first, uncached start. `--engine-arg enforce_eager=true|false` decides for
