@@ -113,10 +113,11 @@ class Conversation:
         new.update(attempts=self.attempt + 1, discarded_tokens=self.discarded_tokens)
         self.attempt = self.discarded_tokens = 0
         self.steps.append(new)
-        if step == "revision" and cfg is not None and r > 1 and final_round(cfg.filters, self.steps, self.examples)[0] != r:
+        if step == "revision" and cfg is not None and r > 1:
             # Small models often answer a second critique by repeating it: a round that makes the answer
             # unusable is dropped, and critiquing it further would only waste tokens.
-            self.settled = final_round(cfg.filters, self.steps, self.examples)[0] is not None
+            result = final_round(cfg.filters, self.steps, self.examples)[0]
+            self.settled = result is not None and result != r
         return True
 
     def record(self) -> dict[str, Any]:

@@ -90,8 +90,9 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
         bar.close()
 
     # 4. tables, filters, manifest
-    dtype = getattr(getattr(engine, "inner", engine), "dtype", None)
-    compiled = getattr(getattr(engine, "inner", engine), "compiled", None)  # vLLM: chosen per job size on CPU
+    inner = getattr(engine, "inner", engine)
+    dtype = getattr(inner, "dtype", None)
+    compiled = getattr(inner, "compiled", None)  # vLLM: chosen per job size on CPU
     mode = "" if compiled is None else ", compiled" if compiled else ", eager"
     prov = provenance(engine, seed=cfg.seed, sampling=cfg.sampling(), constitution=c.name,
                       constitution_version=c.version, constitution_hash=c.hash, rounds=cfg.rounds)
@@ -157,11 +158,12 @@ def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any
         run_config(c, rows, engine, cfg))
     records = RecordLog(Path(out) / ".cai" / "records" / "conversations").load() if same else {}
     finished, regen, requests, from_round = 0, 0, 0, Counter()
+    stops, examples = early_stops(cfg, engine), few_shot_texts(c)
     for r in rows:
         if r["id"] in records and not records[r["id"]]["error"]:  # finished, filtered or too long
             finished += 1
             continue
-        conv = new_conversation(r, sampler, cfg.rounds, early_stops(cfg, engine), few_shot_texts(c))
+        conv = new_conversation(r, sampler, cfg.rounds, stops, examples)
         while not conv.done:
             _, msgs, params, request = conv.next_request(c, cfg)
             hit = engine.lookup(engine.format_chat(msgs), params)

@@ -41,6 +41,7 @@ attention-bound (467 s against 491 s for 78.5k tokens: a tie once the start is c
 compiling pays back even its first, uncached start. `--engine-arg enforce_eager=true|false` decides for
 any job."""
 
+
 def compile_on_cpu(work_tokens: int | None) -> bool:
     """Whether a CPU job of `work_tokens` new tokens (None: unknown, a small job) is worth compiling."""
     return (work_tokens or 0) >= CPU_COMPILE_MIN_TOKENS
