@@ -154,7 +154,9 @@ def main() -> None:
         return
 
     from cai.engine import make_engine
-    engine = make_engine("vllm", a.model, max_model_len=a.max_model_len)
+    # as `cai critique` opens it: a text-only job (bf16 on a CPU that has it)
+    engine = make_engine("vllm", a.model, max_model_len=a.max_model_len, text_only=True)
+    print(f"# vllm dtype {engine.dtype}, {'compiled' if engine.compiled else 'eager'}", flush=True)
     raw_generate(engine, 4, 8)  # warm-up: first-call allocation stays out of the timings
     pipe, requests = pipeline("vllm", a.model, a.prompts, config, engine=engine)
     print(f"vllm_pipeline: {pipe}", flush=True)

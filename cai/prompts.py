@@ -35,21 +35,23 @@ def cot_answer_suffix(c) -> str:
 
 # --- critique and revision (SL-CAI) --------------------------------------------------------------
 
-def few_shot_critique_messages(c) -> list[dict]:
-    """The critique few-shot conversations, flattened into one chat (their system turns dropped)."""
-    return [{"role": m.role, "content": m.content} for conv in c.few_shot.critique for m in conv
-            if m.role != "system"]
+def few_shot_critique_messages(c, k: int | bool = True) -> list[dict]:
+    """The first `k` critique few-shot conversations (True: all, False: none), flattened into one chat
+    (their system turns dropped)."""
+    convs = c.few_shot.critique if k is True else c.few_shot.critique[:int(k)]
+    return [{"role": m.role, "content": m.content} for conv in convs for m in conv if m.role != "system"]
 
 
-def critique_messages(c, principle, prompt: Prompt, response: str, few_shot: bool = True) -> list[dict]:
-    """system? + few-shot + prompt + response + critique request: the model's next turn is the critique."""
-    return [*_system(c), *(few_shot_critique_messages(c) if few_shot else []), *as_messages(prompt),
+def critique_messages(c, principle, prompt: Prompt, response: str, few_shot: int | bool = True) -> list[dict]:
+    """system? + the first `few_shot` few-shot conversations (True: all) + prompt + response + critique
+    request: the model's next turn is the critique."""
+    return [*_system(c), *few_shot_critique_messages(c, few_shot), *as_messages(prompt),
             {"role": "assistant", "content": response},
             {"role": "user", "content": render_critique_request(c, principle, prompt, response)}]
 
 
 def revision_messages(c, principle, prompt: Prompt, response: str, critique: str,
-                      few_shot: bool = True) -> list[dict]:
+                      few_shot: int | bool = True) -> list[dict]:
     """`critique_messages` + critique + revision request: the model's next turn is the revision."""
     return [*critique_messages(c, principle, prompt, response, few_shot),
             {"role": "assistant", "content": critique},

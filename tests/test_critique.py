@@ -147,7 +147,7 @@ def test_failure_is_recorded_and_exits_3(vllm_engine, tmp_path, cache_path, monk
     from cai import cli, stage
     fail = {"rt-0002#3"}  # rt-0002's round-2 critique
     monkeypatch.setattr(stage, "open_engine",
-                        lambda cfg, seed=0, work_tokens=None: cached(FailingEngine(vllm_engine, fail), cache_path))
+                        lambda cfg, seed=0, **job: cached(FailingEngine(vllm_engine, fail), cache_path))
     argv = ["critique", "--limit", "3", "--rounds", "2", "--max-tokens", "8", "--filters", "none",
             "--out", str(tmp_path / "out")]
     assert cli.main(argv) == 3

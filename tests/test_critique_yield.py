@@ -25,7 +25,7 @@ def cfg(rounds: int = 1, **kw) -> CritiqueConfig:
 def test_dropped_revision_is_sampled_again_and_wasted_tokens_are_counted(vllm_engine, tmp_path, cache_path):
     eng = CachedEngine(vllm_engine, RequestCache(cache_path))
     m = critique(prompts=PROMPTS, limit=4, out=tmp_path / "out", engine=eng, progress=False,
-                 config=cfg(2, filters=("truncated",), retries=2))
+                 config=cfg(2, filters=("truncated",), retries=2, send_ahead=False))  # exact request counts
     trace = read_config(tmp_path / "out", "trace")
     attempts = [t["revision_attempts"] for t in trace]
     assert set(attempts) <= {1, 2, 3} and max(attempts) == 3  # 8 tokens: most revisions are cut, 3 tries each
@@ -115,3 +115,82 @@ def test_a_dropped_round_is_not_built_upon():
     assert final_round(conf.filters, conv.steps) == (2, None)
     conv, ctx = run(res("REV1 is a fine answer to you."))
     assert "CRIT1" in ctx[3] and "REV1 is a fine answer" in ctx[3]
+
+
+class Scripted:
+    """An engine without a model, for the send-ahead logic: a revision attempt passes the filters only if
+    `passes` lists it for its conversation and step; everything else passes at once. Results come back
+    newest first, two per poll, so later attempts often finish before earlier ones."""
+    name, reports_stop, dtype = "scripted", True, "float32"
+
+    def __init__(self, tokenizer, passes: dict[tuple[str, int], set[int]]):
+        self.model_id = self.model_hash = "scripted"
+        self.tokenizer, self.max_model_len, self.passes = tokenizer, 4096, passes
+        self.queue, self.sent, self.most_in_flight = [], [], {}
+
+    def format_chat(self, messages, *, continue_final_message=False):
+        return [1, len(messages)]
+
+    def encode(self, prompt):
+        return list(prompt)
+
+    def submit(self, rid, prompt, params):
+        from cai.engine.base import Completion, Result
+        conv, _, rest = rid.partition("#")
+        k, _, a = rest.partition(".")
+        k, a = int(k), int(a or 0)
+        ok = k % 2 or k == 0 or a in self.passes.get((conv, k), {0})
+        text = ("A careful, kind reply number %d to you." % a) if ok else "Well, the first thing to"
+        res = Result([Completion(text if k % 2 == 0 else "It could be kinder.", [7] * (4 + a), None,
+                                 "stop" if ok else "length")], prompt_tokens=2)
+        self.queue.append((rid, res))
+        self.sent.append((conv, k, a))
+        step = sum(1 for c, kk, _ in (self._key(r) for r, _ in self.queue) if (c, kk) == (conv, k))
+        self.most_in_flight[(conv, k)] = max(self.most_in_flight.get((conv, k), 0), step)
+
+    @staticmethod
+    def _key(rid):
+        conv, _, rest = rid.partition("#")
+        return conv, int(rest.partition(".")[0]), None
+
+    def poll(self):
+        out, self.queue = self.queue[-2:][::-1], self.queue[:-2]
+        return out
+
+    def has_unfinished(self):
+        return bool(self.queue)
+
+
+def test_attempts_sent_ahead_change_timing_not_the_dataset(tiny_model, tmp_path):
+    """`send_ahead`: near the end of a run, a retried revision's later attempts go to the engine before its
+    earlier ones fail. Attempts are taken in order, so the dataset is the one sending them one by one makes;
+    the attempts that were not needed are counted as spent and wasted; a rerun is served from the cache."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    # rt-0001 revises round 1 at its 4th attempt and round 2 at once; rt-0002's round 1 never passes
+    passes = {("rt-0001", 2): {3}, ("rt-0002", 2): set()}
+    runs = {}
+    for ahead in (False, True):
+        eng = Scripted(tok, passes)
+        cached = CachedEngine(eng, RequestCache(tmp_path / f"c{ahead}.sqlite"))
+        m = critique(prompts=PROMPTS, limit=6, out=tmp_path / str(ahead), engine=cached, progress=False,
+                     config=cfg(2, retries=4, send_ahead=ahead))
+        runs[ahead] = (eng, cached, m)
+    (seq, _, m0), (fast, cached, m1) = runs[False], runs[True]
+    assert max(seq.most_in_flight.values()) == 1  # one attempt of a step at a time
+    assert fast.most_in_flight[("rt-0001", 2)] > 1 and fast.most_in_flight[("rt-0002", 2)] > 1
+    t0, t1 = read_config(tmp_path / "False", "trace"), read_config(tmp_path / "True", "trace")
+    assert t0 == t1  # the same conversations, attempt for attempt
+    row = {(t["id"], t["round"]): t for t in t1}
+    assert row[("rt-0001", 1)]["revision_attempts"] == 4 and row[("rt-0002", 1)]["revision_attempts"] == 5
+    assert row[("rt-0002", 1)]["status"] == "filtered"
+    assert (m0["kept"], m0["filtered"]) == (m1["kept"], m1["filtered"]) and m0["ahead_tokens"] == 0
+    # every attempt sent is accounted for: spent = the sequential run's + the attempts not needed
+    assert m1["ahead_tokens"] == sum(4 + a for c, k, a in fast.sent) - sum(4 + a for c, k, a in seq.sent) > 0
+    assert m1["tokens"] == m0["tokens"] + m1["ahead_tokens"]
+    assert m1["wasted_tokens"] == m0["wasted_tokens"] + m1["ahead_tokens"]
+    # a rerun from the request cache sends nothing to the engine, ahead or not
+    again = Scripted(tok, passes)
+    m2 = critique(prompts=PROMPTS, limit=6, out=tmp_path / "again", progress=False, config=cfg(2, retries=4),
+                  engine=CachedEngine(again, RequestCache(tmp_path / "cTrue.sqlite")))
+    assert again.sent == [] and m2["kept"] == m1["kept"]

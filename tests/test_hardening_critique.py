@@ -27,8 +27,9 @@ def test_round_two_critiques_round_one_revision_after_the_few_shot_turns():
         conv.advance(_reply(text), request)
     assert conv.done and [s["text"] for s in conv.steps] == texts
 
-    shots = few_shot_critique_messages(c)
-    assert shots  # the shipped constitution has few-shot examples
+    shots = few_shot_critique_messages(c, cfg.few_shot)  # the first `few_shot` (2) of the constitution's 3
+    assert len(c.few_shot.critique) == 3 and cfg.few_shot == 2
+    assert shots and shots == few_shot_critique_messages(c)[:len(shots)] != few_shot_critique_messages(c)
     msgs, request = seen[3]  # the critique of round 2
     system = 1 if msgs[0]["role"] == "system" else 0
     assert msgs[system:system + len(shots)] == shots  # few-shot turns first

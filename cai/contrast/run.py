@@ -194,4 +194,4 @@ def _stats(pairs: list[dict], drops: Counter) -> dict[str, Any]:
 
 
 def _open(cfg: ContrastConfig):
-    return open_engine(engine_config(cfg.model, cfg.engine), seed=cfg.seed)
+    return open_engine(engine_config(cfg.model, cfg.engine), seed=cfg.seed, text_only=True)

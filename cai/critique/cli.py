@@ -15,7 +15,8 @@ SAMPLING = ("max_tokens", "temperature", "top_p", "frequency_penalty")
 
 # flag dest -> field of `CritiqueStage` (the sampling flags: per step, in `stage_config`)
 FLAGS = {"prompts": "prompts", "out": "out", "model": "model", "constitution": "constitution", "column": "column",
-         "limit": "limit", "rounds": "rounds", "seed": "seed", "system": "system", "retries": "retries"}
+         "limit": "limit", "rounds": "rounds", "seed": "seed", "system": "system", "retries": "retries",
+         "few_shot": "few_shot"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=None, help=f"critique -> revision rounds (default {d.rounds})")
     p.add_argument("--seed", type=int, default=None, help=f"(default {d.seed})")
     p.add_argument("--system", default=None, help="system prompt of the initial answer")
+    p.add_argument("--few-shot", type=int, default=None, metavar="N", help="put the constitution's first N "
+                   f"few-shot critique conversations before each request (default {d.few_shot})")
     p.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
     p.add_argument("--max-tokens", type=int, default=None, help="max new tokens of every step (default: "
                    + ", ".join(f"{s} {getattr(d, s).max_tokens}" for s in STEPS) + ")")

@@ -56,15 +56,18 @@ class Conversation:
         return (self.error is not None or self.too_long is not None or self.settled
                 or len(self.steps) == self.n_steps)
 
-    def next_request(self, c, cfg: CritiqueConfig) -> tuple[str, list[dict], SamplingParams, str | None]:
-        """(request id, chat messages, sampling params, rendered user request) of the next step."""
+    def next_request(self, c, cfg: CritiqueConfig, attempt: int | None = None
+                     ) -> tuple[str, list[dict], SamplingParams, str | None]:
+        """(request id, chat messages, sampling params, rendered user request) of the next step; `attempt`
+        (default: the current one) addresses a later attempt of a revision, sent ahead of its turn."""
         k = len(self.steps)
         step, r = step_name(k)
-        key = f"{self.id}:{step}:{r}" + (f":{self.attempt}" if self.attempt else "")  # a retry: another seed
+        a = self.attempt if attempt is None else attempt
+        key = f"{self.id}:{step}:{r}" + (f":{a}" if a else "")  # a retry: another seed
         params = cfg.params(step, request_seed(cfg.seed, key))
         if step == "revision" and self.early_stops:
             params = params.replace(stop=tuple(params.stop) + self.early_stops)
-        rid = f"{self.id}#{k}" + (f".{self.attempt}" if self.attempt else "")
+        rid = f"{self.id}#{k}" + (f".{a}" if a else "")
         if step == "answer":
             return rid, as_messages(self.prompt, cfg.system), params, None
         # The answer, then every finished round whose revision stands (passes the filters), then round r:

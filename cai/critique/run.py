@@ -20,7 +20,7 @@ from typing import Any
 
 from cai.constitution import PrincipleSampler, load_constitution
 from cai.critique.config import SCAFFOLD_STOPS, CritiqueConfig
-from cai.critique.conversation import Conversation, final_round, new_conversation, rows_of
+from cai.critique.conversation import Conversation, final_round, new_conversation, rows_of, step_name
 from cai.data.layout import write_dataset
 from cai.data.sources import load_prompts
 from cai.data.store import RecordLog, RequestCache, RunDir, default_cache_path, fingerprint
@@ -61,30 +61,27 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     t0 = time.perf_counter()
     n_steps = 1 + 2 * cfg.rounds
     bar = _steps_bar(len(rows) * n_steps, engine, (len(rows) - len(todo)) * n_steps) if progress else None
-    pending: dict[str, tuple[Conversation, str | None]] = {}
-
-    def submit(conv: Conversation) -> None:
-        rid, msgs, params, request = conv.next_request(c, cfg)
-        pending[rid] = (conv, request)
-        engine.submit(rid, engine.format_chat(msgs), params)
-
+    feed = Feed(engine, c, cfg, ahead_below=len(todo) // 2 if cfg.send_ahead else 0)
     stops, examples = early_stops(cfg, engine), few_shot_texts(c)
     for r in todo:
-        submit(new_conversation(r, sampler, cfg.rounds, stops, examples))
+        feed.send(new_conversation(r, sampler, cfg.rounds, stops, examples))
     while engine.has_unfinished():
         for rid, res in engine.poll():
-            conv, request = pending.pop(rid)
-            taken = conv.advance(res, request, cfg)
-            if bar:
-                bar.bar.total += 0 if taken else 1  # a revision sampled again: one more step
-                if conv.done:  # stopped early (error, too long): its remaining steps never run
-                    bar.bar.total -= n_steps - len(conv.steps) - (len(conv.steps) < n_steps)
-                bar.update()
+            conv, takes = feed.take(rid, res)
+            for taken in takes:
+                if bar:
+                    bar.bar.total += 0 if taken else 1  # a revision sampled again: one more step
+                    if conv.done:  # stopped early (error, too long): its remaining steps never run
+                        bar.bar.total -= n_steps - len(conv.steps) - (len(conv.steps) < n_steps)
+                    bar.update()
+            if not takes or not takes[-1] and not conv.done:
+                continue  # its next attempt is already in the engine
             if not conv.done:
-                submit(conv)
+                feed.send(conv)
                 continue
             records[conv.id] = rec = conv.record()
             log.append(rec)
+        feed.top_up()
     log.close()
     if bar:
         bar.close()
@@ -113,7 +110,10 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
             tables[name] += part
     seconds = time.perf_counter() - t0
     kept, errors = len(tables["sft"]), status_n["error"]
-    spent = sum(s["tokens"] + s.get("discarded_tokens", 0) for rec in records.values() for s in rec["steps"])
+    # attempts sent ahead and not needed (`Feed`) were generated too: spent, and wasted
+    spent = feed.ahead_tokens + sum(s["tokens"] + s.get("discarded_tokens", 0) for rec in records.values()
+                                    for s in rec["steps"])
+    wasted += feed.ahead_tokens
     manifest = {"stage": "critique", "conversations": len(rows), "kept": kept, "filtered": dict(filtered),
                 "too_long": status_n["too_long"], "errors": errors, "rounds": cfg.rounds, "config": cfg.to_dict(),
                 "provenance": {**prov, "dtype": dtype},
@@ -121,6 +121,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                 "seconds": round(seconds, 2), "generated_tokens": engine.generated_tokens,
                 "tokens_per_s": round(engine.generated_tokens / max(seconds, 1e-9), 1),
                 "tokens": spent, "wasted_tokens": wasted, "wasted_fraction": round(wasted / max(spent, 1), 3),
+                "ahead_tokens": feed.ahead_tokens,
                 "retried_revisions": sum(s.get("attempts", 1) - 1 for rec in records.values() for s in rec["steps"]
                                          if s["step"] == "revision"),
                 "engine_requests": engine.engine_requests, "cache_hits": engine.cache_hits}
@@ -143,6 +144,74 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
         raise PartialRunError(f"{errors} of {len(rows)} conversations failed (kept {kept}, filtered "
                               f"{sum(filtered.values())}); their errors are in the `trace` config of {out}")
     return manifest
+
+
+class Feed:
+    """The engine requests in flight for a run's conversations: normally one per conversation, its next step.
+
+    While fewer than `ahead_below` requests are in flight (the end of a run, where conversations wait on their
+    own retried revisions and the engine idles), a revision that has failed the filters and is being sampled
+    again by the engine (not served from the request cache) also sends its later attempts ahead of their turn. Each attempt's seed is fixed by its key and results are taken in attempt order, so the
+    conversations come out as if the attempts were sent one by one; tokens of attempts sent ahead and not
+    needed are counted in `ahead_tokens`."""
+
+    def __init__(self, engine: Engine, c, cfg: CritiqueConfig, ahead_below: int = 0):
+        self.engine, self.c, self.cfg, self.ahead_below = engine, c, cfg, ahead_below
+        self.pending: dict[str, tuple[Conversation, int, int, str | None]] = {}  # rid -> conv, step, attempt, request
+        self.sent: dict[str, int] = {}  # conversation id -> last attempt sent of its current step
+        self.early: dict[str, dict[int, tuple[Any, str | None]]] = {}  # results that came before their turn
+        self.revising: dict[str, Conversation] = {}  # conversations whose current step is a revision
+        self.live: set[str] = set()  # conversations whose current attempt is being generated (not a cache hit)
+        self.ahead_tokens = 0
+
+    def send(self, conv: Conversation, attempt: int | None = None) -> None:
+        """Send the conversation's current step (or a later `attempt` of it) to the engine."""
+        a = conv.attempt if attempt is None else attempt
+        rid, msgs, params, request = conv.next_request(self.c, self.cfg, attempt=a)
+        k = len(conv.steps)
+        self.pending[rid] = (conv, k, a, request)
+        self.sent[conv.id] = a
+        if step_name(k)[0] == "revision":
+            self.revising[conv.id] = conv
+        hits = getattr(self.engine, "cache_hits", 0)
+        self.engine.submit(rid, self.engine.format_chat(msgs), params)
+        if a == conv.attempt:
+            (self.live.add if getattr(self.engine, "cache_hits", 0) == hits else self.live.discard)(conv.id)
+
+    def take(self, rid: str, res) -> tuple[Conversation, list[bool]]:
+        """Apply a result; returns its conversation and `advance`'s answer for each attempt it could take
+        now, in order (none: the result is for a later attempt, or no longer needed)."""
+        conv, k, a, request = self.pending.pop(rid)
+        if conv.done or k != len(conv.steps) or a < conv.attempt:  # sent ahead, not needed
+            self.ahead_tokens += _tokens(res)
+            return conv, []
+        if a > conv.attempt:  # sent ahead: its turn comes when the attempts before it fail
+            self.early.setdefault(conv.id, {})[a] = (res, request)
+            return conv, []
+        takes = [conv.advance(res, request, self.cfg)]
+        while not takes[-1] and (nxt := self.early.get(conv.id, {}).pop(conv.attempt, None)) is not None:
+            takes.append(conv.advance(*nxt, self.cfg))
+        if takes[-1] or conv.done:
+            self.ahead_tokens += sum(_tokens(r) for r, _ in self.early.pop(conv.id, {}).values())
+            self.revising.pop(conv.id, None)
+        elif self.sent[conv.id] < conv.attempt:  # the attempt now due was not sent ahead
+            self.send(conv)
+        return conv, takes
+
+    def top_up(self) -> None:
+        """While the engine holds fewer than `ahead_below` requests, send later attempts of retried
+        revisions (of the conversations with the fewest sent ahead first)."""
+        while len(self.pending) < self.ahead_below:
+            ready = [v for v in self.revising.values()
+                     if v.attempt and v.id in self.live and self.sent[v.id] < self.cfg.retries]
+            if not ready:
+                return
+            conv = min(ready, key=lambda v: (self.sent[v.id] - v.attempt, -v.attempt))
+            self.send(conv, self.sent[conv.id] + 1)
+
+
+def _tokens(res) -> int:
+    return sum(len(o.token_ids) for o in res.outputs) if res.ok else 0
 
 
 def plan(*, prompts: str | Path | list[dict], out: str | Path, constitution: Any = "harmless",
@@ -226,7 +295,8 @@ def _open(engine: Engine | EngineConfig, cache, seed: int, *, tokenizer_only: bo
                                            reports_stop=(engine.backend or default_engine()) != "openai"),
                             None if engine.no_cache else RequestCache(engine.cache or default_cache_path()))
     return as_engine(engine, seed=seed, out=str(out) if out else None,
-                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [], work_tokens=work_tokens)
+                     inputs=[prompts] if isinstance(prompts, (str, Path)) else [], work_tokens=work_tokens,
+                     text_only=True)
 
 
 class _TokenizerOnly:

@@ -236,7 +236,8 @@ def rlaif(*, prompts: str, out: str, constitution: str, sample_config: SampleCon
         judge = policy if judge is None else judge
         same = judge is policy or (isinstance(judge, EngineConfig) and isinstance(policy, EngineConfig) and
                                    judge.model == policy.model and judge.backend == policy.backend)
-        policy = as_engine(policy, seed=sample_config.seed, out=out, inputs=[prompts])
+        # the policy only samples text, unless it also judges (option log-probs)
+        policy = as_engine(policy, seed=sample_config.seed, out=out, inputs=[prompts], text_only=not same)
         run.start({"stage": "rlaif", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "policy_hash": policy.model_hash,
                    "sample": sample_config.to_dict(), "constitution": c.hash,

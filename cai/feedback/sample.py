@@ -81,7 +81,7 @@ def sample(*, prompts: str, out: str, config: SampleConfig, column: str = "promp
     rows = load_prompts(prompts, column=column, limit=limit)
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
-        engine = as_engine(engine, seed=config.seed, out=out, inputs=[prompts])
+        engine = as_engine(engine, seed=config.seed, out=out, inputs=[prompts], text_only=True)
         run.start({"stage": "sample", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,
                    "config": config.to_dict()})
