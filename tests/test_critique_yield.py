@@ -140,7 +140,7 @@ class Scripted:
         k, _, a = rest.partition(".")
         k, a = int(k), int(a or 0)
         ok = k % 2 or k == 0 or a in self.passes.get((conv, k), {0})
-        text = ("A careful, kind reply number %d to you." % a) if ok else "Well, the first thing to"
+        text = f"A careful, kind reply number {a} to you." if ok else "Well, the first thing to"
         res = Result([Completion(text if k % 2 == 0 else "It could be kinder.", [7] * (4 + a), None,
                                  "stop" if ok else "length")], prompt_tokens=2)
         self.queue.append((rid, res))
