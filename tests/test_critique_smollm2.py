@@ -38,7 +38,8 @@ def test_smollm2_default_config_yield_on_20_prompts(smollm2_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(out)
     assert m["conversations"] == 20 and m["errors"] == 0
-    # Issue 11's goal: at least 17 of 20 (85%) kept. Measured 17 with this configuration on a quiet machine
+    # Issue 11's goal: at least 17 of 20 (85%) kept. Measured 20 with this configuration on a quiet machine
+    # (bf16, the first 2 few-shot conversations; 17 with all 3 in fp32 and in bf16)
     # (47% before the budgets, retries and last-good-revision fallback; 65% before early stops, the copy
     # filter, answer and critique budgets of 96/64, rounds that do not build on a dropped revision and 5
     # retries instead of 2). Kept means past every filter: not empty, cut, scaffold, a copy or unchanged.
@@ -51,7 +52,9 @@ def test_smollm2_default_config_yield_on_20_prompts(smollm2_dir, tmp_path):
     assert m["kept"] + sum(m["filtered"].values()) + m["too_long"] == 20
     sft = read_config(out, "sft")
     assert all(row["revision_response"].strip() for row in sft)
-    assert 0 <= m["wasted_tokens"] < m["tokens"] and m["provenance"]["dtype"] == "float32"
+    # a text-only job: bf16 where the CPU computes it natively, else fp32
+    from cai.engine.vllm_engine import cpu_dtype
+    assert 0 <= m["wasted_tokens"] < m["tokens"] and m["provenance"]["dtype"] == cpu_dtype(text_only=True)
     # what a user sees: cai's own summary and next step, no vLLM INFO lines
     assert f"kept {m['kept']} of 20 conversations in {out}" in r.stderr
     assert f"next: cai train sft --config configs/sft.yaml data.path={out}" in r.stderr

@@ -152,8 +152,9 @@ class Feed:
     While fewer than `ahead_below` requests are in flight (the end of a run, where conversations wait on their
     own retried revisions and the engine idles), a revision that has failed the filters and is being sampled
     again by the engine (not served from the request cache) also sends its later attempts ahead of their
-    turn. Each attempt's seed is fixed by its key and results are taken in attempt order, so the
-    conversations come out as if the attempts were sent one by one; tokens of attempts sent ahead and not
+    turn. Each attempt's seed is fixed by its key and results are taken in attempt order, so the same
+    attempt is taken as when they are sent one by one (on an engine whose samples do not depend on what else
+    is in the batch: vLLM's bf16 kernels can differ in the last bits); tokens of attempts sent ahead and not
     needed are counted in `ahead_tokens`."""
 
     def __init__(self, engine: Engine, c, cfg: CritiqueConfig, ahead_below: int = 0):
