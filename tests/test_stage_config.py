@@ -21,6 +21,10 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
     # dataclass defaults, stated once
     assert cfg["critique"]["max_tokens"] == CritiqueConfig().critique.max_tokens == 64
     assert cfg["retries"] == CritiqueConfig().retries == 5
+    assert cfg["few_shot"] == CritiqueConfig().few_shot == 2 and cfg["send_ahead"] is True
+    shots = [yaml.safe_load(run_cai("critique", "--out", "o", *a, "--print-config", check=True).stdout)["few_shot"]
+             for a in (["--few-shot", "1"], ["--no-few-shot"], ["few_shot=true"])]
+    assert shots == [1, False, True]
     path = tmp_path / "critique.yaml"
     path.write_text(first)
     assert run_cai("critique", "--config", str(path), "--print-config", check=True).stdout == first
@@ -47,6 +51,9 @@ def test_config_errors_name_file_line_and_field(tmp_path):
     r = run_cai("critique", "--config", str(path), "--print-config")
     assert r.returncode == 2 and r.stderr.strip().startswith(f"cai: error: {path}:2:9: rounds:"), r.stderr
     assert "Traceback" not in r.stderr
+    path.write_text("out: o\nfew_shot: -1\n")
+    r = run_cai("critique", "--config", str(path), "--print-config")
+    assert r.returncode == 2 and "few_shot: must be >= 0, or true/false" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_critique_and_label_run_from_yaml(tmp_path, tiny_model):
