@@ -3,7 +3,8 @@ then write the `sft`, `prefs` and `trace` configs.
 
     1. load the constitution, prompts and engine (behind the request cache)
     2. open the run directory; finished conversations from an interrupted run are kept
-    3. continuous feed: when a step finishes, that conversation's next step enters the engine at once
+    3. continuous feed (`Feed`): when a step finishes, that conversation's next step enters the engine at
+       once; near the end, retried revisions send their later attempts ahead
     4. filter final revisions, build the tables, write the dataset and the manifest
 
 `plan` walks the same state machines against the cache alone (`cai critique --dry-run`).
