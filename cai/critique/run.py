@@ -12,6 +12,7 @@ then write the `sft`, `prefs` and `trace` configs.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import sys
 import time
@@ -75,7 +76,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                     if conv.done:  # stopped early (error, too long): its remaining steps never run
                         bar.bar.total -= n_steps - len(conv.steps) - (len(conv.steps) < n_steps)
                     bar.update()
-            if not takes or not takes[-1] and not conv.done:
+            if not takes or not takes[-1]:  # (`advance` says False only for a retry, never when done)
                 continue  # its next attempt is already in the engine
             if not conv.done:
                 feed.send(conv)
@@ -204,13 +205,17 @@ class Feed:
     def top_up(self) -> None:
         """While the engine holds fewer than `ahead_below` requests, send later attempts of retried
         revisions (of the conversations with the fewest sent ahead first)."""
-        while len(self.pending) < self.ahead_below:
-            ready = [v for v in self.revising.values()
-                     if v.attempt and v.id in self.live and self.sent[v.id] < self.cfg.retries]
-            if not ready:
-                return
-            conv = min(ready, key=lambda v: (self.sent[v.id] - v.attempt, -v.attempt))
+        if len(self.pending) >= self.ahead_below:  # called after every poll: cheap while the engine is full
+            return
+        # (sent ahead, -attempt, position): the order `min` over the conversations would pick them in
+        ready = [(self.sent[v.id] - v.attempt, -v.attempt, i, v) for i, v in enumerate(self.revising.values())
+                 if v.attempt and v.id in self.live and self.sent[v.id] < self.cfg.retries]
+        heapq.heapify(ready)
+        while ready and len(self.pending) < self.ahead_below:
+            _, neg_attempt, i, conv = heapq.heappop(ready)
             self.send(conv, self.sent[conv.id] + 1)
+            if self.sent[conv.id] < self.cfg.retries:
+                heapq.heappush(ready, (self.sent[conv.id] - conv.attempt, neg_attempt, i, conv))
 
 
 def _tokens(res) -> int:
