@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cai.constitution import available, constitutions_dir, load_constitution
+from cai.constitution.checks import declared_checks, validate_checks
 from cai.constitution.diff import diff, format_diff
 from cai.constitution.importers import IMPORTERS, to_yaml
 from cai.constitution.lint import lint
@@ -55,6 +56,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     for f in args.files:
         try:
             c = load_constitution(f)
+            validate_checks(c)  # imports each python grader: an error, not a warning
         except InputError as e:
             print(f"cai: error: {e}", file=sys.stderr)
             rc = 2
@@ -65,7 +67,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
         if warnings and args.strict:
             rc = 2
         print(f"{f}: {'ok' if not warnings else f'{len(warnings)} warning(s)'} "
-              f"({len(c.critiques)} critiques, {len(c.comparisons)} comparisons, hash {c.hash[:12]})")
+              f"({len(c.critiques)} critiques, {len(c.comparisons)} comparisons, {len(declared_checks(c))} checks, "
+              f"hash {c.hash[:12]})")
     return rc
 
 
@@ -77,7 +80,7 @@ def resolved_dict(c) -> dict:
                       for p in c.critiques]
     d["comparisons"] = [{"id": p.id, "hash": p.hash, **p.model_dump(mode="json", exclude={"id"})}
                         for p in c.comparisons]
-    d.update(c.model_dump(mode="json", include={"system_prompt", "scoring", "templates", "few_shot"}))
+    d.update(c.model_dump(mode="json", include={"system_prompt", "scoring", "templates", "few_shot", "checks"}))
     return d
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cai.constitution.checks import CHECK_MODELS, GRADER_NAMES, declared_checks
 from cai.constitution.schema import (
     TEMPLATE_NAMES,
     ComparisonExample,
@@ -33,12 +34,15 @@ from cai.resources import shipped_dir
 from cai.yamlio import Marks, display, format_path, load_yaml, locate, read_text
 
 _KNOWN_KEYS = sorted({k for m in (ConstitutionFile, CritiquePrinciple, ComparisonPrinciple, FewShot,
-                                  ComparisonExample, Message, Scoring, Templates) for k in m.model_fields})
+                                  ComparisonExample, Message, Scoring, Templates, *CHECK_MODELS)
+                      for k in m.model_fields})
 
 
 _ID_HINT = "an id starts with a letter or digit and contains only letters, digits, '_', '.' and '-'"
 _TEMPLATE_HINT = "a template override is the path of a .j2 file, relative to this constitution"
-_PATTERN_HINTS = {"id": _ID_HINT, "principle": _ID_HINT, "name": _ID_HINT, **{n: _TEMPLATE_HINT for n in TEMPLATE_NAMES}}
+_FUNCTION_HINT = "a python check names its grader as module:function, e.g. my_graders:answers_first"
+_PATTERN_HINTS = {"id": _ID_HINT, "principle": _ID_HINT, "name": _ID_HINT, "function": _FUNCTION_HINT,
+                  **{n: _TEMPLATE_HINT for n in TEMPLATE_NAMES}}
 
 
 def constitutions_dir() -> Path:
@@ -103,6 +107,18 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             seen[p.id] = i
             p._source = (file, *locate(marks, (key, i)))
 
+    check_locs = [("checks", i) for i in range(len(f.checks))] + [
+        (key, i, "checks", j) for key in ("critiques", "comparisons") for i, p in enumerate(getattr(f, key))
+        for j in range(len(p.checks))]
+    seen_checks: dict[str, tuple] = {}
+    for loc in sorted(check_locs, key=lambda loc: locate(marks, loc)[0] or 0):
+        k = _at_path(f, loc)
+        if k.id in seen_checks:
+            first = locate(marks, seen_checks[k.id] + ("id",))[0]
+            raise err(f"duplicate check id {k.id!r} (first used at line {first})", loc + ("id",))
+        seen_checks[k.id] = loc
+        k._source, k._path = (file, *locate(marks, loc)), format_path(loc)
+
     for kind in ("critique", "comparison"):
         for i in range(len(getattr(f.few_shot, kind))):
             f.few_shot._sources[(kind, i)] = (file, *locate(marks, ("few_shot", kind, i)))
@@ -123,7 +139,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     if f.extends is None:
         if f.remove:
             raise err("`remove` needs `extends`: there is nothing inherited to remove", ("remove",))
-        crit, comp = list(f.critiques), list(f.comparisons)
+        crit, comp, checks = list(f.critiques), list(f.comparisons), list(f.checks)
         few_shot, system_prompt, scoring, contrast = f.few_shot, f.system_prompt, f.scoring, f.contrast
     else:
         ppath = resolve_ref(f.extends, path.parent)
@@ -137,10 +153,12 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             raise err(f"extends cycle: {names}", ("extends",))
         parent = _load(ppath, chain)
         parents = [parent.name, *parent.parents]
-        inherited = {"critiques": list(parent.critiques), "comparisons": list(parent.comparisons)}
+        inherited = {"critiques": list(parent.critiques), "comparisons": list(parent.comparisons),
+                     "checks": list(parent.checks)}
+        own["checks"] = f.checks
         for i, rid in enumerate(f.remove):
             if not any(p.id == rid for lst in inherited.values() for p in lst):
-                raise err(f"no inherited principle has id {rid!r}", ("remove", i))
+                raise err(f"no inherited principle or check has id {rid!r}", ("remove", i))
             if any(p.id == rid for lst in own.values() for p in lst):
                 raise err(f"id {rid!r} is both removed and redefined; redefining alone replaces it", ("remove", i))
             inherited = {key: [p for p in lst if p.id != rid] for key, lst in inherited.items()}
@@ -154,7 +172,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
                     index[p.id] = len(lst)
                     lst.append(p)
             merged[key] = lst
-        crit, comp = merged["critiques"], merged["comparisons"]
+        crit, comp, checks = merged["critiques"], merged["comparisons"], merged["checks"]
         fs_set = f.few_shot.model_fields_set
         origin = {k: f.few_shot if k in fs_set else parent.few_shot for k in ("critique", "comparison")}
         few_shot = FewShot(critique=origin["critique"].critique, comparison=origin["comparison"].comparison)
@@ -177,9 +195,23 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
                              + ("" if src_file == file else f" (it was removed in {file})"),
                              file=src_file, line=line, col=col, field=f"few_shot.comparison[{i}].principle")
 
-    return Constitution(name=f.name, version=f.version, description=f.description, critiques=crit,
-                        comparisons=comp, few_shot=few_shot, system_prompt=system_prompt, scoring=scoring,
-                        contrast=contrast, templates=templates, source_path=path, parents=parents)
+    c = Constitution(name=f.name, version=f.version, description=f.description, critiques=crit,
+                     comparisons=comp, few_shot=few_shot, system_prompt=system_prompt, scoring=scoring,
+                     contrast=contrast, checks=checks, templates=templates, source_path=path, parents=parents)
+    seen: dict[str, Any] = {}
+    for _, k in declared_checks(c):  # ids unique across files too (a principle's check vs an inherited one)
+        if k.id in seen:
+            src, line, col = k._source or (file, None, None)
+            raise InputError(f"duplicate check id {k.id!r} (also declared at {':'.join(map(str, seen[k.id]))})",
+                             file=src, line=line, col=col, field=k._path or "checks")
+        seen[k.id] = tuple(x for x in (k._source or ()) if x is not None)
+    return c
+
+
+def _at_path(obj: Any, loc: tuple) -> Any:
+    for part in loc:
+        obj = obj[part] if isinstance(part, int) else getattr(obj, part)
+    return obj
 
 
 def _key_marks(path: Path) -> Marks:
@@ -210,8 +242,10 @@ def _data_loc(loc: tuple, data: Any) -> tuple:
     """Drop the parts of a pydantic error location that name union members, not data keys."""
     out: list = []
     cur = data
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(cur, dict):
+            if part not in cur and (i < len(loc) - 1 or cur.get("grader") == part):
+                continue  # a union member's name (the `grader` of a check), not a key
             out.append(part)
             if part not in cur:
                 break  # a missing field: its name is the last part
@@ -234,12 +268,21 @@ def validation_error(e: ValidationError, data: Any, marks: Marks, file: str) -> 
         line, col = locate(marks, loc)
         errors.append(((line or 0, col or 0), loc, er))
     (line, col), loc, er = min(errors, key=lambda t: t[0])
+    if er["type"] == "missing":  # a misspelt key explains a missing one next to it: name the typo
+        (line, col), loc, er = next((t for t in errors if t[2]["type"] == "extra_forbidden" and t[1][:-1] == loc[:-1]),
+                                    ((line, col), loc, er))
     kind = er["type"]
     if kind == "extra_forbidden":
         near = difflib.get_close_matches(str(loc[-1]), _KNOWN_KEYS, n=1)
         msg = f"unknown key {loc[-1]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
     elif kind == "missing":
         msg = "missing required field"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = er.get("ctx", {}).get("tag")
+        msg = (f"unknown grader {tag!r}" if kind == "union_tag_invalid" else "missing `grader`") + \
+            f" (choose one of: {', '.join(GRADER_NAMES)})"
+        loc = loc + ("grader",) if kind == "union_tag_invalid" else loc
+        line, col = locate(marks, loc)
     elif kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
         msg = f"{_PATTERN_HINTS[loc[-1]]}, got {er['input']!r}"
     else:

@@ -22,22 +22,11 @@ from pydantic import (
     field_validator,
 )
 
+from cai.constitution.checks import Check
+from cai.constitution.fields import Id, NonBlank, Strict, Text  # noqa: F401 (re-exported)
 from cai.constitution.hashing import sha256_json
 from cai.resources import shipped_dir
 from cai.yamlio import read_text
-
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=100)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
-
-
-def _nonblank(v: Any) -> Any:
-    if isinstance(v, str) and not v.strip():
-        raise ValueError("must not be empty or blank")
-    return v
-
-
-NonBlank = Annotated[Text, BeforeValidator(_nonblank)]
-
 
 def _version_to_str(v: Any) -> Any:
     # YAML reads `version: 1.2` as a float; a version is a label, so accept it as written.
@@ -46,15 +35,13 @@ def _version_to_str(v: Any) -> Any:
     return v
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
 class Weighted(Strict):
     id: Id
     weight: float = 1.0
     """Relative sampling weight; draws are with replacement, proportional to weight."""
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = []
+    checks: list[Check] = []
+    """Measurable checks of this principle (`cai.constitution.checks`), graded by `cai eval values`."""
 
     # Where the principle was written (file, line, col): for lint messages, never hashed.
     _source: tuple[str, int | None, int | None] | None = PrivateAttr(default=None)
@@ -69,10 +56,12 @@ class Weighted(Strict):
     @property
     def hash(self) -> str:
         """sha256 of the principle's canonical JSON: its id, texts, weight and tags (and contrast framing
-        when one is written, so principles without one keep the hash they had before framings existed)."""
+        when one is written, and checks when it has any, so that principles without them keep their hashes)."""
         d = self.model_dump(mode="json")
         if d.get("contrast", 0) is None:
             del d["contrast"]
+        if not d.get("checks"):
+            d.pop("checks", None)
         return sha256_json(d)
 
 
@@ -274,6 +263,9 @@ class ConstitutionFile(Strict):
     scoring: Scoring | None = None
     contrast: ContrastSection | None = None
     """RLCD framings (`cai contrast`); absent means every framing is derived from the principles."""
+    checks: list[Check] = []
+    """Measurable checks of the whole constitution (`cai.constitution.checks`); inherited by id like
+    principles (a child's check replaces the parent's with the same id; `remove` drops one)."""
     templates: Templates = Templates()
 
 
@@ -288,6 +280,8 @@ class Constitution(Strict):
     system_prompt: str | None = None
     scoring: Scoring | None = None
     contrast: ContrastSection | None = None
+    checks: list[Check] = []
+    """The constitution's own checks after `extends`; `declared_checks` adds the principles' checks."""
     templates: Templates
     source_path: Path | None = None
     parents: list[str] = []
@@ -302,12 +296,17 @@ class Constitution(Strict):
         file keeps caches valid; provenance records name and version next to the hash.
         """
         d = self.model_dump(mode="json", include={"critiques", "comparisons", "few_shot", "system_prompt",
-                                                  "scoring", "templates", "contrast"})
-        for p in d["critiques"]:  # written framings only: older constitutions keep their hashes
+                                                  "scoring", "templates", "contrast", "checks"})
+        for p in d["critiques"]:  # written framings and checks only: older constitutions keep their hashes
             if p.get("contrast", 0) is None:
                 del p["contrast"]
+        for p in d["critiques"] + d["comparisons"]:
+            if not p.get("checks"):
+                p.pop("checks", None)
         if d.get("contrast", 0) is None:
             del d["contrast"]
+        if not d["checks"]:
+            del d["checks"]
         d["templates"] = {k: v for k, v in d["templates"].items() if k not in TEMPLATE_NAMES}
         d["template_files"] = template_digests(self)
         return d
