@@ -12,6 +12,7 @@ from functools import partial
 from cai.config import field_default
 from cai.evaluate.agreement import AgreementConfig, eval_agreement
 from cai.evaluate.config import ValuesConfig
+from cai.evaluate.stats import RATE_INTERVALS
 from cai.evaluate.values import eval_values
 from cai.feedback.cli import LABEL_FLAGS, LABEL_SWITCHES, add_label_flags
 from cai.feedback.config import EvalJudgeStage
@@ -60,8 +61,9 @@ def _cmd_judge(args) -> int:
 
 def _register_values(esub) -> None:
     d = partial(field_default, ValuesConfig)  # every default is ValuesConfig's (it needs a model to be built)
-    p = esub.add_parser("values", help="refusal, over-refusal, judge preference and length of a model "
-                        "against a baseline on held-out prompts, with bootstrap intervals")
+    p = esub.add_parser("values", help="refusal, over-refusal, non-answers, judge preference, length, "
+                        "template_share and the constitution's checks of a model against a baseline on held-out "
+                        "prompts, with intervals")
     p.add_argument("--model", required=True, help="model to evaluate (alias, HF dir, e.g. runs/sft)")
     p.add_argument("--baseline", default=d("baseline"), help=f"model to compare with (default {d('baseline')})")
     p.add_argument("--constitution", default=d("constitution"), help="judge principles and scoring rubric")
@@ -76,7 +78,9 @@ def _register_values(esub) -> None:
                    help=f"decoding temperature (default {d('temperature')}: greedy)")
     p.add_argument("--max-tokens", type=int, default=d("max_tokens"))
     p.add_argument("--system", default=d("system"), help="system prompt for both models (default none)")
-    p.add_argument("--bootstrap", type=int, default=d("bootstrap"))
+    p.add_argument("--interval", choices=list(RATE_INTERVALS), default=d("interval"),
+                   help=f"interval of every rate (default {d('interval')})")
+    p.add_argument("--bootstrap", type=int, default=d("bootstrap"), help="resamples for means and their deltas")
     p.add_argument("--seed", type=int, default=d("seed"))
     p.add_argument("--limit", type=int, default=d("limit"), help="first N prompts of each set")
     p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="vllm (default when installed) or hf")
@@ -91,7 +95,7 @@ def _cmd_values(a) -> int:
                              benign=a.benign, out=a.out, judge=a.judge, pairwise=not a.no_judge,
                              judge_few_shot=a.judge_few_shot,
                              temperature=a.temperature, max_tokens=a.max_tokens, system=a.system,
-                             bootstrap=a.bootstrap, seed=a.seed, limit=a.limit,
+                             interval=a.interval, bootstrap=a.bootstrap, seed=a.seed, limit=a.limit,
                              engine=engine_spec_from_args(a, field_default(ValuesConfig, "engine"))))
     return 0
 

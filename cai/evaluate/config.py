@@ -9,6 +9,7 @@ from typing import Any
 from cai.engine import SamplingParams
 from cai.engine.config import EngineSpec
 from cai.errors import InputError
+from cai.evaluate.stats import RATE_INTERVALS
 from cai.resources import shipped_dir
 
 DATA = shipped_dir("data") / "eval"
@@ -19,8 +20,9 @@ ROLES = ("model", "baseline")
 
 @dataclass
 class ValuesConfig:
-    """`cai eval values`: refusal, over-refusal, judge preference and length of a model against a
-    baseline on held-out harmful and benign prompts, each with a bootstrap interval."""
+    """`cai eval values`: refusal, over-refusal, non-answers, judge preference, length, template learning
+    and the constitution's declared checks, of a model against a baseline on held-out harmful and benign
+    prompts, each figure with its interval and n."""
 
     model: str = ""
     """The model under evaluation: a built-in alias, a local HF directory (e.g. a `cai train` output)
@@ -52,8 +54,11 @@ class ValuesConfig:
     """Maximum answer length in tokens."""
     system: str | None = None
     """System prompt given to both models (none by default: the trained model must behave unprompted)."""
+    interval: str = "wilson"
+    """Interval of every rate (refusals, non-answers, check pass rates): `wilson` (Wilson 1927, score) or
+    `clopper-pearson` (exact, wider). Neither is zero-width at 0 of n, unlike a bootstrap."""
     bootstrap: int = 1000
-    """Bootstrap resamples per interval."""
+    """Bootstrap resamples per interval of a mean (length, rubric score) and of its paired delta."""
     confidence: float = 0.95
     """Confidence level of the intervals."""
     seed: int = 0
@@ -77,6 +82,9 @@ class ValuesConfig:
             raise InputError("must be >= 1", field="max_tokens")
         if self.engine.max_model_len < 64:
             raise InputError("must be >= 64", field="engine.max_model_len")
+        if self.interval not in RATE_INTERVALS:
+            raise InputError(f"unknown interval {self.interval!r}; choose {' or '.join(RATE_INTERVALS)}",
+                             field="interval")
         if self.bootstrap < 100:
             raise InputError("use at least 100 resamples", field="bootstrap")
         if not 0.5 <= self.confidence < 1:

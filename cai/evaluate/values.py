@@ -4,12 +4,16 @@
 2. answers: the model and the baseline answer every prompt, greedily by default, at the same time,
    each in its own `cai generate` process (vLLM allows one engine per process), cached and resumable
    under OUT/answers/<role>/.
-3. detector: refusal and mitigation verdicts per answer (`cai.evaluate.refusal`).
+3. detector: refusal, non-answer and mitigation verdicts per answer (`cai.evaluate.refusal`).
 4. judge: the constitution's judge compares the model's answer with the baseline's on each prompt,
    both orders averaged (`cai.feedback.judge`): `harmless_rate` on harmful prompts, `win_rate` on
    benign ones. A constitution with `scoring` also gets a d-RLAIF rubric score of both models.
-5. figures: per-prompt values -> means with bootstrap intervals and paired deltas; writes
-   OUT/values.json, OUT/values.md (the table) and OUT/answers.jsonl (every answer with its verdicts).
+5. checks: every check the constitution declares, graded on the answers of the sets it applies to
+   (`cai.evaluate.checks`; judge questions in one batch).
+6. figures (`cai.evaluate.figures`): per-prompt values keyed by prompt id -> rates with Wilson (or exact)
+   intervals, means with bootstrap intervals, deltas paired by prompt id, template_share and
+   distinct_openings per prompt set; writes OUT/values.json, OUT/values.md and OUT/answers.jsonl (every
+   answer with its verdicts and check scores).
 """
 from __future__ import annotations
 
@@ -23,32 +27,29 @@ from typing import Any
 
 from cai.config import dump_yaml
 from cai.constitution import load_constitution
+from cai.constitution.checks import declared_checks, validate_checks
 from cai.constitution.templates import score_range
 from cai.data.sources import load_prompts, read_rows
 from cai.engine.config import engine_config
-from cai.errors import CaiError
+from cai.errors import CaiError, PartialRunError
 from cai.evaluate.config import ROLES, ValuesConfig
+from cai.evaluate.figures import (
+    FIGURES,
+    check_figures,
+    detector_card,
+    openings,
+    per_prompt,
+    summarise,
+    summary_rows,
+    table,
+)
 from cai.evaluate.refusal import detect
-from cai.evaluate.stats import bootstrap_ci, paired_diff_ci
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.score import score_responses
 from cai.feedback.soft_labels import Preference
 from cai.generate import GenerateStage, generate
 from cai.stage import open_engine, print_summary
-
-FIGURES = {  # name -> (prompt set, description), in table order
-    "refusal_rate": ("harmful", "refusals on held-out harmful prompts (detector)"),
-    "over_refusal_rate": ("benign", "refusals on held-out benign prompts (detector)"),
-    "non_answer_rate": ("benign", "non-answers on held-out benign prompts: only pleasantries and offers (detector)"),
-    "mitigation_rate": ("harmful", "warnings or redirections on harmful prompts (detector)"),
-    "harmless_rate": ("harmful", "judge prefers this answer to the other model's (harmful)"),
-    "win_rate": ("benign", "judge prefers this answer to the other model's (benign)"),
-    "rubric_score": ("benign", "the constitution's scoring rubric, expected score (benign)"),
-    "mean_length": ("benign", "words per answer (benign)"),
-    "mean_length_harmful": ("harmful", "words per answer (harmful)"),
-}
-
 
 class ChildError(CaiError):
     """A `cai generate` child process failed; carries its one-line message and exit code."""
@@ -91,15 +92,18 @@ def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, A
     dest = {role: out / "answers" / role for role in ROLES}
     if all(engines.get(role) is not None for role in ROLES):
         for role in ROLES:
-            generate(prompts=str(prompts), out=str(dest[role]), params=cfg.sampling(), seed=cfg.seed,
-                     system=cfg.system, overwrite=True, engine=engines[role])
+            try:
+                generate(prompts=str(prompts), out=str(dest[role]), params=cfg.sampling(), seed=cfg.seed,
+                         system=cfg.system, overwrite=True, engine=engines[role])
+            except PartialRunError:
+                pass  # the failed rows are recorded; the figures leave them out and the run ends partial
     else:
         print(f"eval values: {cfg.model} and {cfg.baseline} answer {prompts}", file=sys.stderr)
         procs = {role: subprocess.Popen(_answer_cmd(cfg, role, prompts, dest[role]), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for role in ROLES}
         for role, proc in procs.items():
             _, err = proc.communicate()
-            if proc.returncode != 0:
+            if proc.returncode not in (0, PartialRunError.exit_code):  # partial: failed rows are recorded
                 errs = [ln.removeprefix("cai: error: ") for ln in err.splitlines() if ln.startswith("cai: error:")]
                 msg = errs[-1] if errs else (err.strip().splitlines() or ["failed"])[-1]
                 raise ChildError(f"{role} ({getattr(cfg, role)}): {msg}", proc.returncode
@@ -123,12 +127,13 @@ def pair_score(p_model: float | None, a: str, b: str) -> float:
 
 
 def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple[dict[str, float], int]:
-    """{prompt id: pair_score} of model vs baseline on every prompt, in one judge batch; and the number of
-    pairs the judge could not score (they tie)."""
+    """{prompt id: pair_score} of model vs baseline on every prompt both answered (a failed answer leaves
+    its prompt out), in one judge batch; and the number of pairs the judge could not score (they tie)."""
     judge = Judge(engine, constitution, LabelConfig(principles=cfg.judge_principles, few_shot=cfg.judge_few_shot,
                                                    seed=cfg.seed))
     cmps = [Comparison(key=r["id"], prompt=r["prompt"], r1=answers["model"][r["id"]],
-                       r2=answers["baseline"][r["id"]]) for r in rows]
+                       r2=answers["baseline"][r["id"]]) for r in rows
+            if answers["model"].get(r["id"]) is not None and answers["baseline"].get(r["id"]) is not None]
     todo = [c for c in cmps if c.r1.strip() and c.r2.strip() and c.r1.strip() != c.r2.strip()]
     judge.judge(todo)
     p = {c.key: Preference(c.p_ab, c.p_ba).p1 for c in todo if not c.error}
@@ -137,74 +142,16 @@ def judge_pairs(engine, constitution, cfg: ValuesConfig, rows, answers) -> tuple
 
 
 def rubric_scores(engine, constitution, rows, answers) -> dict[str, dict[str, float | None]]:
-    """{role: {prompt id: score on the rubric's own scale}} for benign prompts (d-RLAIF expected score)."""
+    """{role: {prompt id: score on the rubric's own scale}} for benign prompts the role answered (d-RLAIF
+    expected score); None where the rating request failed."""
     lo, hi = score_range(constitution)
-    benign = [r for r in rows if r["set"] == "benign"]
     out = {}
     for role in ROLES:
+        benign = [r for r in rows if r["set"] == "benign" and answers[role].get(r["id"]) is not None]
         rewards = score_responses(engine, constitution, [r["prompt"] for r in benign],
                                   [answers[role][r["id"]] for r in benign])
         out[role] = {r["id"]: lo + (x.value + 1) / 2 * (hi - lo) if x.ok else None for r, x in zip(benign, rewards)}
     return out
-
-
-# ---- 5. figures -----------------------------------------------------------------------------------
-
-def per_prompt(rows, answers, pair: dict[str, float] | None, rubric) -> dict[str, dict[str, list[float]]]:
-    """{role: {figure: per-prompt values aligned by prompt}} (the inputs of every mean and interval)."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for role in ROLES:
-        v: dict[str, list[float]] = {k: [] for k in FIGURES}
-        for r in rows:
-            text = answers[role][r["id"]]
-            d, harmful = detect(text), r["set"] == "harmful"
-            words = float(len(text.split()))
-            if harmful:
-                v["refusal_rate"].append(float(d.refusal))
-                v["mitigation_rate"].append(float(d.mitigation))
-                v["mean_length_harmful"].append(words)
-            else:
-                v["over_refusal_rate"].append(float(d.refusal))
-                v["non_answer_rate"].append(float(d.non_answer))
-                v["mean_length"].append(words)
-            if pair is not None:
-                s = pair[r["id"]] if role == "model" else 1.0 - pair[r["id"]]
-                v["harmless_rate" if harmful else "win_rate"].append(s)
-            if rubric is not None and not harmful and rubric[role].get(r["id"]) is not None:
-                v["rubric_score"].append(rubric[role][r["id"]])
-        out[role] = v
-    return out
-
-
-def summarise(values: dict[str, dict[str, list[float]]], cfg: ValuesConfig) -> dict[str, Any]:
-    """Means with bootstrap intervals per role, and paired model-minus-baseline deltas."""
-    kw = {"n_boot": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.seed}
-    res: dict[str, Any] = {role: {k: bootstrap_ci(xs, **kw) for k, xs in values[role].items() if xs}
-                           for role in ROLES}
-    res["delta"] = {k: paired_diff_ci(values["model"][k], values["baseline"][k], **kw)
-                    for k in FIGURES if values["model"][k] and len(values["model"][k]) == len(values["baseline"][k])
-                    and k not in ("harmless_rate", "win_rate")}  # those two are already relative
-    return res
-
-
-def _fmt(x: dict[str, Any] | None, pct: bool) -> str:
-    if not x or x["value"] is None:
-        return "—"
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.2f}")
-    return f"{f(x['value'])} [{f(x['ci_low'])}, {f(x['ci_high'])}]"
-
-
-def table(report: dict[str, Any]) -> str:
-    """The values table in Markdown (rates in %, with the bootstrap interval in brackets)."""
-    lines = [f"| figure ({int(100 * report['config']['confidence'])}% CI) | baseline | model | Δ model − baseline |",
-             "|---|---|---|---|"]
-    for k, (_, _) in FIGURES.items():
-        if k not in report["model"]:
-            continue
-        pct = k.endswith("_rate")
-        lines.append(f"| {k}{' (%)' if pct else ''} | {_fmt(report['baseline'].get(k), pct)} | "
-                     f"{_fmt(report['model'].get(k), pct)} | {_fmt(report['delta'].get(k), pct)} |")
-    return "\n".join(lines) + "\n"
 
 
 def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -220,45 +167,67 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts, rows = _prompt_file(cfg, out)
-    # 2. answers (an errored request counts as an empty answer: neither refused nor preferred)
+    validate_checks(c)  # a python grader that does not import fails now, not after the answers
+    # 2. answers (a failed request is missing: it leaves every figure of its role, and every delta)
     engines = engines or {}
     got = answer_all(cfg, prompts, out, engines)
-    answers = {role: {k: (v.get("response") or "") for k, v in got[role].items()} for role in ROLES}
+    answers = {role: {r["id"]: _answer(got[role].get(r["id"])) for r in rows} for role in ROLES}
     # 3.-4. detector inside per_prompt; judge and rubric here
-    pair, rubric, judge_errors, judge_id = None, None, 0, None
+    pair, rubric, judge_errors, judge_id, engine = None, None, 0, None, None
     if cfg.pairwise:
         engine = engines.get("judge") or _open_judge(cfg)
         judge_id = engine.model_id
         pair, judge_errors = judge_pairs(engine, c, cfg, rows, answers)
         if c.scoring is not None:
             rubric = rubric_scores(engine, c, rows, answers)
-    # 5. figures
+    # 5. checks (judge questions in one batch)
+    checks, check_scores = check_figures(c, rows, answers, cfg, engine)
+    # 6. figures
     values = per_prompt(rows, answers, pair, rubric)
+    opening_figs, warnings = openings(rows, answers)
     report = {**summarise(values, cfg),
               "n": {"harmful": sum(r["set"] == "harmful" for r in rows),
-                    "benign": sum(r["set"] == "benign" for r in rows), "judge_errors": judge_errors},
+                    "benign": sum(r["set"] == "benign" for r in rows), "judge_errors": judge_errors,
+                    "failed_answers": {role: sum(a is None for a in answers[role].values()) for role in ROLES}},
+              "openings": opening_figs, "checks": checks, "warnings": warnings,
               "models": {"model": cfg.model, "baseline": cfg.baseline, "judge": judge_id},
               "hashes": {role: (next(iter(got[role].values()), {}) or {}).get("model_hash") for role in ROLES},
-              "constitution": {"name": c.name, "hash": c.hash, "has_rubric": c.scoring is not None},
-              "detector": "cai.evaluate.refusal", "figures": {k: d for k, (_, d) in FIGURES.items()},
+              "constitution": {"name": c.name, "hash": c.hash, "has_rubric": c.scoring is not None,
+                               "checks": len(checks)},
+              "detector": "cai.evaluate.refusal", "detector_card": detector_card(),
+              "figures": {k: d for k, (_, _, d) in FIGURES.items()},
               "config": cfg.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
     (out / "values.json").write_text(json.dumps(report, indent=2))
     (out / "values.md").write_text(table(report))
+    ids = [k.id for _, k in declared_checks(c)]
     with open(out / "answers.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             for role in ROLES:
-                d = detect(answers[role][r["id"]])
-                f.write(json.dumps({"id": r["id"], "set": r["set"], "role": role, "prompt": r["prompt"],
-                                    "answer": answers[role][r["id"]], "refusal": d.refusal,
-                                    "mitigation": d.mitigation, "pattern": d.pattern,
-                                    "judge": None if pair is None else
-                                    (pair[r["id"]] if role == "model" else 1 - pair[r["id"]])},
+                a = answers[role][r["id"]]
+                d = detect(a) if a is not None else None
+                f.write(json.dumps({"id": r["id"], "set": r["set"], "role": role, "prompt": r["prompt"], "answer": a,
+                                    "failed": a is None, "refusal": d and d.refusal, "non_answer": d and d.non_answer,
+                                    "mitigation": d and d.mitigation, "pattern": d and d.pattern,
+                                    "judge": None if pair is None or r["id"] not in pair else
+                                    (pair[r["id"]] if role == "model" else 1 - pair[r["id"]]),
+                                    "checks": {i: check_scores[(i, role, r["id"])] for i in ids
+                                               if (i, role, r["id"]) in check_scores}},
                                    ensure_ascii=False) + "\n")
-    print_summary("eval values", [(k, f"baseline {_fmt(report['baseline'].get(k), k.endswith('_rate'))}  "
-                                      f"model {_fmt(report['model'].get(k), k.endswith('_rate'))}")
-                                  for k in FIGURES if k in report["model"]] + [("out", str(out))])
+    print_summary("eval values", summary_rows(report) + [("out", str(out))])
+    failed = report["n"]["failed_answers"]
+    if any(failed.values()):
+        raise PartialRunError(f"{failed['model']} answers of the model and {failed['baseline']} of the baseline failed; "
+                              f"the figures in {out} leave them out (rerun to retry them)")
     return {"out": str(out), "values": str(out / "values.json"),
-            **{f"{role}.{k}": report[role][k]["value"] for role in ROLES for k in ("refusal_rate", "over_refusal_rate")}}
+            **{f"{role}.{k}": (report[role].get(k) or {}).get("value") for role in ROLES
+               for k in ("refusal_rate", "over_refusal_rate")}}
+
+
+def _answer(row: dict[str, Any] | None) -> str | None:
+    """The answer text of a responses row; None when the request failed (no row, an error, no text)."""
+    if not row or row.get("error") or row.get("response") is None:
+        return None
+    return row["response"]
 
 
 def _open_judge(cfg: ValuesConfig):
