@@ -177,11 +177,11 @@ def _describe(k) -> str:
 
 # ---- the detector's measured quality ---------------------------------------------------------------------
 
-def detector_card(path: Path = DETECTOR_CARD) -> dict[str, Any] | None:
+def detector_card(path: Path | None = None) -> dict[str, Any] | None:
     """{class: {precision, recall, n?}} plus `source`/`split` when given, from the detector's card; None
     when no card is shipped (the figures then say "not measured")."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads((path or DETECTOR_CARD).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     if not isinstance(raw, dict):

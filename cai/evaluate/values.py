@@ -34,6 +34,7 @@ from cai.engine.config import engine_config
 from cai.errors import CaiError, PartialRunError
 from cai.evaluate.config import ROLES, ValuesConfig
 from cai.evaluate.figures import (
+    DETECTOR_CLASSES,
     FIGURES,
     check_figures,
     detector_card,
@@ -195,6 +196,7 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
               "constitution": {"name": c.name, "hash": c.hash, "has_rubric": c.scoring is not None,
                                "checks": len(checks)},
               "detector": "cai.evaluate.refusal", "detector_card": detector_card(),
+              "detector_classes": DETECTOR_CLASSES,
               "figures": {k: d for k, (_, _, d) in FIGURES.items()},
               "config": cfg.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
     (out / "values.json").write_text(json.dumps(report, indent=2))

@@ -14,11 +14,18 @@ Sources, all optional except `pipeline.json`:
      "model":    {"refusal_rate": {"value": 0.71, "ci_low": 0.64, "ci_high": 0.77}, ...},   # after
      "delta":    {"refusal_rate": {"value": 0.29, "ci_low": 0.21, "ci_high": 0.37}, ...},   # optional
      "figures":  {"refusal_rate": "share of harmful prompts refused"},                     # optional
-     "examples": [{"prompt": "...", "baseline": "...", "model": "..."}, ...]}                 # optional
+     "examples": [{"prompt": "...", "baseline": "...", "model": "..."}, ...],                 # optional
+     "openings": {"benign": {"baseline": {"n", "template_share", "distinct_openings",
+                                          "top": [{"opening", "count", "share"}]}, "model": {...}}},  # optional
+     "warnings": ["model: 38 of 40 benign answers (95%) open with \"sure\" ..."],              # optional
+     "checks":   [{"id", "grader", "applies_to", "want", "description", "skipped", "detector_class",
+                   "sets": {"harmful": {"baseline": {value, ci_low, ci_high, n}, "model": ..., "delta": ...}}}],
+     "detector_card": {"refusal": {"precision", "recall", "n"}, ...} | null,               # optional
+     "detector_classes": {"refusal_rate": "refusal", ...}}                                 # optional
 
 Roles are `baseline` (or `before`) and `model` (or `after`); a metric may be a bare number or carry
-`ci: [lo, hi]`; a missing `delta` is computed as after − before without an interval. Every other key
-(counts, hashes, config) is ignored. Examples may instead be `answers.jsonl` next to it, one row per
+`ci: [lo, hi]` and `n`; a missing `delta` is computed as after − before without an interval. Every other
+key (counts, hashes, config) is ignored. Examples may instead be `answers.jsonl` next to it, one row per
 (prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`.
 """
 from __future__ import annotations
@@ -94,6 +101,11 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     evals = [s for s in stages if s["kind"].startswith("eval")]
     values = read_json(evals[-1]["out"] / "values.json") if evals else {}
     facts["eval"] = eval_table(values) if values else None
+    facts["openings"] = opening_table(values)
+    facts["checks"] = check_table(values)
+    facts["warnings"] = [str(w) for w in values.get("warnings", []) if isinstance(w, str)] if values else []
+    card = values.get("detector_card") if values else None
+    facts["detector_card"] = card if isinstance(card, dict) else None
     facts["examples"] = examples(values, evals[-1]["out"] if evals else None, traces)
     return facts
 
@@ -209,7 +221,10 @@ def _metric(v: Any) -> dict[str, float | None] | None:
         lo, hi = v.get("ci_low"), v.get("ci_high")
         if isinstance(v.get("ci"), (list, tuple)) and len(v["ci"]) == 2:
             lo, hi = v["ci"]
-        return {"value": float(val), "ci_low": _num(lo), "ci_high": _num(hi)}
+        out = {"value": float(val), "ci_low": _num(lo), "ci_high": _num(hi)}
+        if isinstance(v.get("n"), int) and not isinstance(v.get("n"), bool):
+            out["n"] = v["n"]
+        return out
     return None
 
 
@@ -224,16 +239,54 @@ def eval_table(values: dict) -> dict[str, Any] | None:
         metrics += [m for m, x in values[r].items() if _metric(x) and m not in metrics]
     deltas = values.get("delta") if isinstance(values.get("delta"), dict) else {}
     about = values.get("figures") if isinstance(values.get("figures"), dict) else {}
+    detector = values.get("detector_classes") if isinstance(values.get("detector_classes"), dict) else {}
     rows = []
     for m in metrics:
         row: dict[str, Any] = {"metric": m, "about": str(about.get(m, "")),
                                **{r: _metric(values[r].get(m)) for r in roles}}
+        if detector.get(m):
+            row["detector_class"] = str(detector[m])
         first, last = row[roles[0]], row[roles[-1]]
         row["delta"] = _metric(deltas.get(m)) or (
             {"value": last["value"] - first["value"], "ci_low": None, "ci_high": None}
             if first and last and len(roles) > 1 else None)
         rows.append(row)
     return {"roles": roles, "rows": rows}
+
+
+def opening_table(values: dict) -> list[dict[str, Any]]:
+    """Per prompt set: each role's template_share, distinct_openings, n and most common openings."""
+    op = values.get("openings") if isinstance(values.get("openings"), dict) else {}
+    rows = []
+    for s, by_role in op.items():
+        if not isinstance(by_role, dict):
+            continue
+        row: dict[str, Any] = {"set": str(s)}
+        for role in ("baseline", "model"):
+            st = by_role.get(role) if isinstance(by_role.get(role), dict) else {}
+            row[role] = {"template_share": _num(st.get("template_share")), "distinct": st.get("distinct_openings"),
+                         "n": st.get("n"), "top": [t for t in st.get("top", []) if isinstance(t, dict)]}
+        rows.append(row)
+    return rows
+
+
+def check_table(values: dict) -> list[dict[str, Any]]:
+    """One row per (declared check, prompt set): pass rates before and after with intervals and n, the
+    paired change; a check the run could not grade (e.g. a judge check under --no-judge) says why."""
+    checks = values.get("checks") if isinstance(values.get("checks"), list) else []
+    rows = []
+    for c in checks:
+        if not isinstance(c, dict):
+            continue
+        base = {"id": str(c.get("id")), "grader": str(c.get("grader")), "want": str(c.get("want", "pass")),
+                "about": str(c.get("description", "")), "detector_class": c.get("detector_class")}
+        if c.get("skipped"):
+            rows.append({**base, "set": str(c.get("applies_to", "")), "skipped": str(c["skipped"])})
+        for s, f in (c.get("sets") or {}).items():
+            if isinstance(f, dict):
+                rows.append({**base, "set": str(s), "skipped": None, "baseline": _metric(f.get("baseline")),
+                             "model": _metric(f.get("model")), "delta": _metric(f.get("delta"))})
+    return rows
 
 
 # ---- examples -----------------------------------------------------------------------------------------------

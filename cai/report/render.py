@@ -97,15 +97,82 @@ def _principle_rows(facts: dict) -> list[list[Any]]:
              fmt(p["a_win_rate"]), fmt(p["longer_win_rate"]), fmt(p["mean_p_chosen"])] for p in facts["principles"]]
 
 
-def _eval_rows(ev: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["metric", *[f"{r} [CI]" for r in ev["roles"]], "change [CI]", "what it measures"]
+def change_cell(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    return f"{d['value']:+.3g}" + (f" [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]"
+                                   if d["ci_low"] is not None and d["ci_high"] is not None else "")
+
+
+def n_cell(*ms: dict | None) -> str:
+    """"40 / 40 / 40": the prompts each figure rests on (before, after, paired), when values.json says."""
+    ns = [str(m["n"]) if m and m.get("n") is not None else "–" for m in ms]
+    return "" if all(n == "–" for n in ns) else " / ".join(ns)
+
+
+def detector_cell(card: dict | None, cls: str | None) -> str:
+    """The detector's measured precision and recall for a figure it produces; "not measured" without a card."""
+    if not cls:
+        return ""
+    m = (card or {}).get(cls)
+    if not isinstance(m, dict) or not isinstance(m.get("precision"), (int, float)) or \
+            not isinstance(m.get("recall"), (int, float)):
+        return "not measured"
+    return f"P {m['precision']:.2f} / R {m['recall']:.2f}" + (f" (n={m['n']})" if m.get("n") is not None else "")
+
+
+def _eval_rows(ev: dict, card: dict | None = None) -> tuple[list[str], list[list[str]]]:
+    head = ["metric", *[f"{r} [CI]" for r in ev["roles"]], "change [CI]", "what it measures", "n (before / after / paired)",
+            "detector P / R"]
     rows = []
     for r in ev["rows"]:
-        d = r["delta"]
-        change = "–" if d is None else f"{d['value']:+.3g}" + (
-            f" [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]" if d["ci_low"] is not None and d["ci_high"] is not None else "")
-        rows.append([r["metric"], *[metric_cell(r[role]) for role in ev["roles"]], change, r["about"]])
+        rows.append([r["metric"], *[metric_cell(r[role]) for role in ev["roles"]], change_cell(r["delta"]), r["about"],
+                     n_cell(*[r[role] for role in ev["roles"]], r["delta"]),
+                     detector_cell(card, r.get("detector_class"))])
     return head, rows
+
+
+OPENING_HEAD = ["prompt set", "template_share before", "template_share after", "distinct openings before",
+                "distinct openings after", "n (before / after)", "most common openings after"]
+
+
+def _opening_rows(facts: dict) -> list[list[str]]:
+    def share(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+    rows = []
+    for r in facts.get("openings") or []:
+        b, m = r["baseline"], r["model"]
+        top = "; ".join(f"\"{t.get('opening', '')}\" ×{t.get('count')}" for t in m["top"][:5])
+        rows.append([r["set"], share(b["template_share"]), share(m["template_share"]), fmt(b["distinct"]),
+                     fmt(m["distinct"]), f"{fmt(b['n'])} / {fmt(m['n'])}", top])
+    return rows
+
+
+CHECK_HEAD = ["check", "prompt set", "grader", "passes when", "before [CI]", "after [CI]", "change [CI]",
+              "n (before / after / paired)", "detector P / R"]
+
+
+def _check_rows(facts: dict) -> list[list[str]]:
+    card = facts.get("detector_card")
+    rows = []
+    for c in facts.get("checks") or []:
+        if c["skipped"]:
+            rows.append([c["id"], c["set"], c["grader"], c["about"], f"skipped: {c['skipped']}", "", "", "", ""])
+            continue
+        rows.append([c["id"], c["set"], c["grader"], c["about"], metric_cell(c["baseline"]), metric_cell(c["model"]),
+                     change_cell(c["delta"]), n_cell(c["baseline"], c["model"], c["delta"]),
+                     detector_cell(card, c.get("detector_class"))])
+    return rows
+
+
+def detector_line(card: dict | None) -> str:
+    """One sentence on what the detector figures cannot see: its measured precision and recall."""
+    if not card:
+        return ("Detector precision/recall on labelled answers: not measured (no detector card); refusal and "
+                "non-answer figures are pattern counts.")
+    parts = [f"{cls} {detector_cell(card, cls)}" for cls in ("refusal", "non_answer", "mitigation") if cls in card]
+    src = f" ({card['source']}{', ' + str(card['split']) if card.get('split') else ''})" if card.get("source") else ""
+    return "Detector precision/recall on labelled answers: " + "; ".join(parts) + src + "."
 
 
 def render_html(facts: dict, figures: dict[str, bytes]) -> str:
@@ -115,10 +182,20 @@ def render_html(facts: dict, figures: dict[str, bytes]) -> str:
     parts.append("<h2>Stages</h2>" + _rows(STAGE_HEAD, [[e(c) for c in r] for r in _stage_rows(facts)]))
     parts.append("<h2>Evaluation</h2>")
     if facts["eval"]:
-        head, rows = _eval_rows(facts["eval"])
+        head, rows = _eval_rows(facts["eval"], facts.get("detector_card"))
         parts.append(_rows(head, [[e(c) for c in r] for r in rows]))
+        parts.append(f"<p class=small>{e(detector_line(facts.get('detector_card')))}</p>")
     else:
         parts.append("<p class=small>No evaluation stage in this pipeline (add an <code>eval.values</code> stage).</p>")
+    if facts.get("openings"):
+        parts.append("<h2>Template learning</h2><p class=small>template_share: the share of answers whose first 8 "
+                     "words (lower case, punctuation dropped) are the most common opening.</p>")
+        parts.append(_rows(OPENING_HEAD, [[e(c) for c in r] for r in _opening_rows(facts)]))
+    parts += [f"<p><b>warning</b>: {e(w)}</p>" for w in facts.get("warnings") or []]
+    if facts.get("checks"):
+        parts.append("<h2>Checks</h2><p class=small>Each check the constitution declares: the share of answers "
+                     "that pass it, before and after.</p>")
+        parts.append(_rows(CHECK_HEAD, [[e(c) for c in r] for r in _check_rows(facts)]))
     parts.append("<h2>Training curves</h2>")
     curves = [k for k in figures if k.startswith("train:")]
     parts += [_img(figures[k], k) for k in curves] or ["<p class=small>No training stage logged metrics.</p>"]
@@ -156,10 +233,16 @@ def render_md(facts: dict, figures: dict[str, str]) -> str:
     out = [f"# cai report: {m(facts['name'])}\n", "## Stages\n",
            _md_rows(STAGE_HEAD, [[m(c) for c in r] for r in _stage_rows(facts)]), "## Evaluation\n"]
     if facts["eval"]:
-        head, rows = _eval_rows(facts["eval"])
+        head, rows = _eval_rows(facts["eval"], facts.get("detector_card"))
         out.append(_md_rows(head, [[m(c) for c in r] for r in rows]))
+        out.append(m(detector_line(facts.get("detector_card"))) + "\n")
     else:
         out.append("No evaluation stage in this pipeline.\n")
+    if facts.get("openings"):
+        out += ["## Template learning\n", _md_rows(OPENING_HEAD, [[m(c) for c in r] for r in _opening_rows(facts)])]
+    out += [f"> **warning**: {m(w)}\n" for w in facts.get("warnings") or []]
+    if facts.get("checks"):
+        out += ["## Checks\n", _md_rows(CHECK_HEAD, [[m(c) for c in r] for r in _check_rows(facts)])]
     out.append("## Training curves\n")
     out += [f"![{k}]({v})\n" for k, v in figures.items() if k.startswith("train:")]
     if "scatter" in figures:
