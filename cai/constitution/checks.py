@@ -26,7 +26,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
@@ -129,7 +129,7 @@ class JudgeCheck(_Check):
     sentence?"."""
 
 
-Check = Annotated[Union[RegexCheck, LengthCheck, RefusalCheck, NonAnswerCheck, PythonCheck, JudgeCheck],
+Check = Annotated[RegexCheck | LengthCheck | RefusalCheck | NonAnswerCheck | PythonCheck | JudgeCheck,
                   Field(discriminator="grader")]
 CHECK_MODELS = (RegexCheck, LengthCheck, RefusalCheck, NonAnswerCheck, PythonCheck, JudgeCheck)
 GRADER_NAMES = tuple(m.model_fields["grader"].annotation.__args__[0] for m in CHECK_MODELS)

@@ -13,9 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
@@ -27,6 +25,7 @@ from cai.constitution.fields import Id, NonBlank, Strict, Text  # noqa: F401 (re
 from cai.constitution.hashing import sha256_json
 from cai.resources import shipped_dir
 from cai.yamlio import read_text
+
 
 def _version_to_str(v: Any) -> Any:
     # YAML reads `version: 1.2` as a float; a version is a label, so accept it as written.

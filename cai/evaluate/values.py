@@ -52,6 +52,7 @@ from cai.feedback.soft_labels import Preference
 from cai.generate import GenerateStage, generate
 from cai.stage import open_engine, print_summary
 
+
 class ChildError(CaiError):
     """A `cai generate` child process failed; carries its one-line message and exit code."""
 
