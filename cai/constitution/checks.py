@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import re
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
-from cai.constitution.fields import Id, NonBlank, Strict
+from cai.constitution.fields import Id, NonBlank, Strict, Weight
 from cai.errors import InputError
 
 FUNCTION_REF = r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -47,19 +46,12 @@ class _Check(Strict):
     not (e.g. `grader: refusal` with `want: fail` on benign prompts means "does not refuse")."""
     description: Annotated[str, StringConstraints(max_length=2_000)] = ""
     """What the check stands for, shown next to its figures."""
-    weight: float = 1.0
+    weight: Weight = 1.0
     """Relative weight when checks are combined into one reward; evaluation reports each check alone."""
 
     # Where the check was written (file, line, col): for error messages and relative imports; never hashed.
     _source: tuple[str, int | None, int | None] | None = PrivateAttr(default=None)
     _path: str | None = PrivateAttr(default=None)  # e.g. "critiques[2].checks[0]"
-
-    @field_validator("weight")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"weight must be a positive number, got {v}")
-        return float(v)
 
     @property
     def sets(self) -> tuple[str, ...]:

@@ -7,7 +7,6 @@ an error that names its line, never a silent default. Cross-field rules that nee
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,7 @@ from pydantic import (
 )
 
 from cai.constitution.checks import Check
-from cai.constitution.fields import Id, NonBlank, Strict, Text  # noqa: F401 (re-exported)
+from cai.constitution.fields import Id, NonBlank, Strict, Text, Weight  # noqa: F401 (re-exported)
 from cai.constitution.hashing import sha256_json
 from cai.resources import shipped_dir
 from cai.yamlio import read_text
@@ -36,7 +35,7 @@ def _version_to_str(v: Any) -> Any:
 
 class Weighted(Strict):
     id: Id
-    weight: float = 1.0
+    weight: Weight = 1.0
     """Relative sampling weight; draws are with replacement, proportional to weight."""
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = []
     checks: list[Check] = []
@@ -44,13 +43,6 @@ class Weighted(Strict):
 
     # Where the principle was written (file, line, col): for lint messages, never hashed.
     _source: tuple[str, int | None, int | None] | None = PrivateAttr(default=None)
-
-    @field_validator("weight")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"weight must be a positive number, got {v}")
-        return float(v)
 
     @property
     def hash(self) -> str:
