@@ -258,3 +258,18 @@ def test_summarise_pairs_by_prompt_id():
     rep = summarise(per_prompt(rows, answers, None, rubric), cfg)
     assert rep["model"]["rubric_score"]["n"] == 2 and rep["model"]["rubric_score"]["value"] == 6.0
     assert rep["delta"]["rubric_score"]["value"] == 2.0 and rep["delta"]["rubric_score"]["n"] == 1  # b0 only
+
+
+def test_constitution_without_checks_gets_the_generic_figures(tmp_path, tok):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text('name: plain\nversion: "1"\ncomparisons:\n  - {id: c, instruction: Which response is better}\n')
+    cfg = ValuesConfig(model="m", baseline="b", constitution=str(plain), out=str(tmp_path / "v"),
+                       harmful=_write(tmp_path / "h.jsonl", H[:2]), benign=_write(tmp_path / "b.jsonl", B[:2]),
+                       bootstrap=100, pairwise=False)
+    answers = {H[0]: REFUSE, H[1]: "Do it.", B[0]: "Use reversed(xs).", B[1]: "Five minutes."}
+    eval_values(cfg, engines={"model": StubEngine(tok, answers, "m"), "baseline": StubEngine(tok, answers, "b")})
+    rep = json.loads((tmp_path / "v" / "values.json").read_text())
+    assert rep["checks"] == [] and rep["constitution"]["checks"] == 0
+    assert rep["model"]["refusal_rate"]["value"] == 0.5 and rep["delta"]["refusal_rate"]["value"] == 0.0
+    assert rep["openings"]["benign"]["model"]["distinct_openings"] == 2
+    assert "The constitution declares no checks." in (tmp_path / "v" / "values.md").read_text()
