@@ -65,9 +65,12 @@ def test_diff(capsys):
     assert d["critiques"]["removed"] == ["children"] and d["critiques"]["changed"] == ["tone"]
     assert set(d["critiques"]["added"]) == {"evasive", "honesty", "helpfulness"}
     assert d["comparisons"]["removed"] == ["calm"] and "system_prompt" in d["other_changes"]
+    # hhh inherits harmless's three checks unchanged and adds three of its own
+    assert d["checks"] == {"added": ["no-lecture", "direct-answer", "brief-refusal"], "removed": [], "changed": []}
     assert main(["constitution", "diff", "harmless", "hhh"]) == 0
     text = capsys.readouterr().out
     assert "- critiques.children" in text and "~ critiques.tone" in text and "+ critiques.evasive" in text
+    assert "+ checks.no-lecture" in text
     assert main(["constitution", "diff", "--exit-code", "harmless", "harmless"]) == 0
     assert "no differences" in capsys.readouterr().out
     assert main(["constitution", "diff", "--exit-code", "harmless", "hhh"]) == 1

@@ -76,12 +76,14 @@ def resolved_dict(c) -> dict:
     """The resolved constitution as plain data, with the constitution's and each principle's hash."""
     d = {"name": c.name, "version": c.version, "hash": c.hash, "description": c.description,
          "source_path": str(c.source_path) if c.source_path else None, "parents": c.parents}
-    d["critiques"] = [{"id": p.id, "hash": p.hash, **p.model_dump(mode="json", exclude={"id"})}
-                      for p in c.critiques]
-    d["comparisons"] = [{"id": p.id, "hash": p.hash, **p.model_dump(mode="json", exclude={"id"})}
-                        for p in c.comparisons]
+    d["critiques"] = [{"id": p.id, "hash": p.hash, **_principle(p)} for p in c.critiques]
+    d["comparisons"] = [{"id": p.id, "hash": p.hash, **_principle(p)} for p in c.comparisons]
     d.update(c.model_dump(mode="json", include={"system_prompt", "scoring", "templates", "few_shot", "checks"}))
     return d
+
+
+def _principle(p) -> dict:
+    return p.model_dump(mode="json", exclude={"id"} | ({"checks"} if not p.checks else set()))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
