@@ -227,7 +227,8 @@ def _share(x: float | None) -> str:
 def table(report: dict[str, Any]) -> str:
     """values.md: the figures, template learning, the declared checks and the detector's measured quality."""
     conf = int(round(100 * report["config"]["confidence"]))
-    interval = report["config"].get("interval", "wilson")
+    interval = {"wilson": "Wilson", "clopper-pearson": "Clopper-Pearson (exact)"}.get(
+        report["config"].get("interval", "wilson"), report["config"].get("interval"))
     card = report.get("detector_card")
     lines = [f"| figure ({conf}% CI) | baseline | model | Δ model − baseline | n (baseline / model / paired) | "
              "detector P / R |", "|---|---|---|---|---|---|"]
@@ -258,7 +259,7 @@ def table(report: dict[str, Any]) -> str:
     if not checks:
         lines.append("The constitution declares no checks.")
     else:
-        lines += [f"| check | prompt set | grader | wants | baseline pass % ({conf}% CI) | model pass % | Δ | "
+        lines += [f"| check | prompt set | grader | passes when | baseline pass % ({conf}% CI) | model pass % | Δ | "
                   "n (baseline / model / paired) | detector P / R |", "|---|---|---|---|---|---|---|---|---|"]
         for c in checks:
             if c["skipped"]:
