@@ -19,6 +19,7 @@ from typing import Any
 from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
+from cai.quiet import is_verbose
 
 
 def _cuda_available() -> bool:
@@ -144,7 +145,7 @@ class VLLMEngine(Engine):
                  verbose: bool | None = None, work_tokens: int | None = None, text_only: bool = False,
                  **engine_args: Any):
         on_gpu = _cuda_available()
-        verbose = os.environ.get("CAI_VERBOSE", "0") not in ("", "0") if verbose is None else verbose
+        verbose = is_verbose() if verbose is None else verbose
         quiet_logs(verbose)
         if engine_args.get("tensor_parallel_size", 1) == 1 and engine_args.get("data_parallel_size", 1) == 1:
             # In-process engine core: no spawn guard needed, and weights can be updated in place (PPO).
