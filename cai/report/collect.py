@@ -19,14 +19,15 @@ Sources, all optional except `pipeline.json`:
 Roles are `baseline` (or `before`) and `model` (or `after`); a metric may be a bare number or carry
 `ci: [lo, hi]`; a missing `delta` is computed as after − before without an interval. Every other key
 (counts, hashes, config) is ignored. Examples may instead be `answers.jsonl` next to it, one row per
-(prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`.
+(prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`; the report also counts
+the most common answer openings of each role in it, per prompt set.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     values = read_json(evals[-1]["out"] / "values.json") if evals else {}
     facts["eval"] = eval_table(values) if values else None
     facts["examples"] = examples(values, evals[-1]["out"] if evals else None, traces)
+    facts["openings"] = answer_openings(evals[-1]["out"] if evals else None)
+    facts["by_construction"] = facts["scatter"] is None and by_construction(prefs)
     return facts
 
 
@@ -180,6 +183,8 @@ def reward_length_points(stages: list[dict], prefs: list[dict]) -> dict[str, Any
                 pts.append((float(n), float(reward)))
     if pts:
         return {"points": pts, "x": "response length (words)", "y": "reward", "source": "policy samples"}
+    if by_construction(prefs):
+        return None  # p is 0 or 1 for every pair: two horizontal lines, no information about length
     for r in prefs:
         p = r.get("p_chosen")
         if isinstance(p, (int, float)):
@@ -189,6 +194,41 @@ def reward_length_points(stages: list[dict], prefs: list[dict]) -> dict[str, Any
         return {"points": pts, "x": "response length (words)", "y": "judge p(this response is better)",
                 "source": "labelled pairs"}
     return None
+
+
+def by_construction(prefs: list[dict]) -> bool:
+    """Pairs labelled by construction (RLCD, critique prefs): every `p_chosen` is exactly 0 or 1."""
+    ps = [r.get("p_chosen") for r in prefs if isinstance(r.get("p_chosen"), (int, float))]
+    return bool(ps) and all(p in (0, 1) for p in ps)
+
+
+# ---- answer openings -------------------------------------------------------------------------------------
+
+OPENING_WORDS = 5
+N_OPENINGS = 10
+
+
+def opening(text: str, words: int = OPENING_WORDS) -> str:
+    """The first `words` words of an answer, lower-cased, without the punctuation around each word: "Sure! I
+    can help with that." and "sure, I can help" open the same way."""
+    toks = [w.strip(".,!?;:\"'()[]*_`").lower() for w in str(text).split()]
+    return " ".join([t for t in toks if t][:words])
+
+
+def answer_openings(eval_out: Path | None, n: int = N_OPENINGS) -> list[dict[str, Any]]:
+    """Per prompt set, the `n` most common openings of the baseline's and the model's answers (from the eval
+    stage's answers.jsonl) with their counts: a trained model whose answers became a template shows one
+    opening with most of the answers."""
+    if eval_out is None:
+        return []
+    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: {"baseline": Counter(), "model": Counter()})
+    for r in read_jsonl(eval_out / "answers.jsonl"):
+        role, text = r.get("role"), r.get("answer", r.get("response"))
+        if role in ("baseline", "model") and isinstance(text, str):
+            counts[str(r.get("set", "all"))][role][opening(text)] += 1
+    return [{"set": name, "n": {k: sum(c.values()) for k, c in roles.items()},
+             "baseline": roles["baseline"].most_common(n), "model": roles["model"].most_common(n)}
+            for name, roles in counts.items()]
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------
