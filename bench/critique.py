@@ -1,4 +1,4 @@
-"""Throughput of the SL-CAI critique pipeline against the engine's own limit (issues 4 and 11).
+"""Throughput of the SL-CAI critique pipeline against the engine's own limit.
 
     python bench/critique.py                       # 64 red-team prompts, the default CritiqueConfig, SmolLM2, vLLM
     python bench/critique.py --prompts 16 --hf-prompts 0     # a quicker look

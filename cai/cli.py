@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from cai import __version__
+from cai import __version__, quiet
 from cai.errors import CaiError
 
 # Modules that provide `register(subparsers)`. Registration must stay import-light (no torch):
@@ -44,12 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.add_argument("--verbose", action="store_true", help="show the engines' and libraries' start-up "
+                          "logs and warnings (default: hidden; also CAI_VERBOSE=1)")
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser that runs a command (`cai run`, `cai train sft`, ...), so each takes `--verbose`."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for a in subs:
+        for child in dict.fromkeys(a.choices.values()):  # aliases map to the same parser
+            yield from _leaf_parsers(child)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet.configure(True if getattr(args, "verbose", False) else None)  # before any heavy import
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

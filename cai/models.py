@@ -171,7 +171,7 @@ def _convert_gguf(gguf: Path, out: Path, name: str) -> None:
     config = LlamaConfig(**keep)
     config.tie_word_embeddings = True  # SmolLM2 ties lm_head to the input embeddings
     config.architectures = ["LlamaForCausalLM"]
-    config.torch_dtype = "float32"
+    config.dtype = "float32"
     state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()
              if k != "lm_head.weight"}
     out.mkdir(parents=True)

@@ -16,3 +16,8 @@ def shipped_dir(name: str) -> Path:
     """The folder `name` (one of SHIPPED): inside the installed package when it is there, else next to it."""
     inside = _PKG / "_shipped" / name
     return inside if inside.is_dir() else _PKG.parent / name
+
+
+def is_shipped_copy(path: Path) -> bool:
+    """Whether `path` lies in the package's own copies (an installed cai): not a place to write user files."""
+    return (_PKG / "_shipped") in Path(path).resolve().parents

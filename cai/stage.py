@@ -230,18 +230,31 @@ def provenance(engine, *, seed: int, sampling: dict[str, Any], **extra: Any) -> 
 
 
 class Progress:
-    """A tqdm bar over units of work (conversations, pairs) showing generated tokens/s and the ETA."""
+    """A tqdm bar over the engine requests a stage still has to send (answers, steps, pairs): what costs
+    time. Rows finished before a resume are left out of `total`, and a request the request cache answers,
+    or one that needs no engine at all, is taken off the total (`skip`) instead of counted as done, so
+    the rate and the ETA are those of the engine's work."""
 
-    def __init__(self, total: int, desc: str, engine=None, initial: int = 0):
+    def __init__(self, total: int, desc: str, engine=None, unit: str = "req"):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit="conv", initial=initial, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
         self.engine, self.t0 = engine, time.perf_counter()
         self._tok0 = getattr(engine, "generated_tokens", 0)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, *, request_id: str | None = None) -> None:
+        """`n` requests finished; one the request cache answered (`request_id` in the engine's last poll's
+        hits) cost no time and is skipped instead."""
+        if request_id is not None and request_id in getattr(self.engine, "last_hits", ()):
+            self.skip(n)
+            return
         self.bar.update(n)
         if self.engine is not None:
             self.bar.set_postfix_str(f"{self.tokens_per_s:.0f} tok/s", refresh=False)
+
+    def skip(self, n: int = 1) -> None:
+        """`n` units of the total turned out to need no engine time: off the total, not counted as done."""
+        self.bar.total = max(self.bar.n, self.bar.total - n)
+        self.bar.refresh()
 
     @property
     def tokens(self) -> int:
@@ -277,7 +290,7 @@ def answer_prompts(engine, run, rows: list[dict[str, Any]], params, *, seed: int
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}
     todo = [r for r in rows if r["id"] not in done]
-    bar = Progress(len(rows), desc, engine, initial=len(rows) - len(todo))
+    bar = Progress(len(todo), desc, engine)
     by_id = {r["id"]: r for r in todo}
     for r in todo:
         engine.submit(r["id"], engine.format_chat(as_messages(r["prompt"], system)),
@@ -290,7 +303,7 @@ def answer_prompts(engine, run, rows: list[dict[str, Any]], params, *, seed: int
                    "tokens": [len(c.token_ids) for c in res.outputs]}
             log.append(rec)
             done[rid] = rec
-            bar.update()
+            bar.update(request_id=rid)
     bar.close()
     log.close()
     return done

@@ -153,3 +153,39 @@ def test_cli_subprocess_exit_codes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cai.cli", "constitution", "lint", "harmless"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     assert r.returncode == 0 and "harmless: ok" in r.stdout
+
+
+def test_new_writes_a_commented_starter_that_lints_clean(tmp_path, monkeypatch, capsys):
+    from cai.constitution.lint import lint
+    monkeypatch.setenv("CAI_CONSTITUTIONS_DIR", str(tmp_path))  # a checkout's constitutions/ folder
+    assert main(["constitution", "new", "polite"]) == 0
+    out = capsys.readouterr()
+    path = tmp_path / "polite.yaml"
+    assert out.err == "" and out.out.splitlines()[-1] == \
+        "next: edit it, then `cai run configs/quickstart.yaml vars.constitution=polite`"
+    c = load_constitution("polite")  # found by name, as `vars.constitution=polite` finds it
+    assert c.name == "polite" and lint(c) == []
+    assert [p.id for p in c.critiques] == ["harm", "honesty", "helpfulness"]
+    assert [p.id for p in c.comparisons] == ["harmless", "helpful-and-honest"]
+    assert c.contrast.harmful.positive.generate is False and c.contrast.benign.negative.prefix
+    text = path.read_text()
+    assert text.count("\n# ") > 20  # every section says what reads it
+    # the checks example is there, commented out (the schema of checks is validated where it is declared)
+    block = text[text.index("\n# checks:\n"):]
+    assert all(ln.startswith("#") for ln in block.strip().splitlines())
+    assert "grader: refusal" in block and "applies_to: harmful" in block and "want: fail" in block
+    assert main(["constitution", "lint", "--strict", "polite"]) == 0
+
+
+def test_new_never_replaces_a_file_and_checks_the_name(tmp_path):
+    out = tmp_path / "mine.yaml"
+    out.write_text("name: mine\nversion: '1'\n")
+    for argv, message in ((["mine", "--out", str(out)], f"cai: error: {out}: already exists; edit it, or choose "
+                           "another NAME or --out"),
+                          (["bad name"], "cai: error: NAME: 'bad name' is not a constitution name (letters, "
+                           "digits, '.', '_', '-'; a letter or digit first)")):
+        r = subprocess.run([sys.executable, "-m", "cai", "constitution", "new", *argv], cwd=tmp_path,
+                           capture_output=True, text=True, env={**os.environ, "CAI_CONSTITUTIONS_DIR": str(tmp_path)})
+        assert (r.returncode, r.stderr.splitlines(), r.stdout) == (2, [message], "")
+    assert out.read_text() == "name: mine\nversion: '1'\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]

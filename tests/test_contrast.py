@@ -155,3 +155,22 @@ def test_cli_input_errors(tmp_path):
     assert r.stderr.startswith("cai: error: ") and "nope.jsonl: prompts: file not found" in r.stderr
     r = run_cai("contrast", "--out", str(tmp_path / "o"), "--max-similarity", "2")
     assert r.returncode == 2 and "max_similarity: must be in (0, 1]" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_progress_counts_engine_requests_not_rows(tmp_path, tok, monkeypatch):
+    """The bar's total is the requests that cost engine time: of 7 prompts' 14 sides, the 7 whose prefix is
+    the whole answer ask nothing; a rerun into a new directory is answered by the request cache (total 0)."""
+    import cai.contrast.run as contrast_run
+    from cai.data.store import RequestCache
+    from cai.engine.cached import CachedEngine
+    bars = []
+    make = contrast_run.Progress
+    monkeypatch.setattr(contrast_run, "Progress", lambda *a, **k: bars.append(make(*a, **k)) or bars[-1])
+    h, b = _files(tmp_path)
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    for out in ("c1", "c2"):
+        eng = CachedEngine(StubEngine(tok, policy, "policy"), cache)
+        contrast(ContrastConfig(prompts=h, benign=b, out=str(tmp_path / out)), engine=eng)
+    first, second = (x.bar for x in bars)
+    assert (first.total, first.n, first.unit) == (7, 7, "req")
+    assert (second.total, second.n) == (0, 0)  # 7 cache hits: skipped, not counted as work done

@@ -23,7 +23,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path, tiny_model):
     #    and *.egg-info next to the sources, and tests write only under tmp)
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md", "cai", "constitutions", "prompts", "data"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "cai", "constitutions", "prompts", "data"):
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
         copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree
                                         else {}))
@@ -62,6 +62,11 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path, tiny_model):
     lint = run(str(venv / "bin" / "cai"), "constitution", "lint", "harmless")
     assert lint.returncode == 0, lint.stderr[-2000:]
     assert run(str(py), "-m", "cai", "constitution", "lint", "harmless").stdout == lint.stdout
+    # an installed cai writes a new constitution where the user is, never into the package's own copies
+    new = run(str(venv / "bin" / "cai"), "constitution", "new", "mine")
+    assert new.returncode == 0, new.stderr[-2000:]
+    assert (work / "mine.yaml").is_file() and not (site / "cai" / "_shipped" / "constitutions" / "mine.yaml").exists()
+    assert new.stdout.splitlines()[-1] == "next: edit it, then `cai run configs/quickstart.yaml vars.constitution=mine.yaml`"
     dry = run(str(venv / "bin" / "cai"), "critique", "--dry-run", "--model", str(tiny_model), "--limit", "3",
               "--out", str(work / "out"), "--cache", str(work / "c.sqlite"))
     assert dry.returncode == 0, dry.stderr[-2000:]

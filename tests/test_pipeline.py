@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from cai.errors import InputError
 from cai.pipeline import load_pipeline, plan, run
 from cai.pipeline.registry import KINDS
-from cai.pipeline.run import StageFailed, _lock
+from cai.pipeline.run import StageFailed, _lock, duration
 
 CONSTITUTION = """name: tiny-test
 version: "1"
@@ -96,7 +97,14 @@ def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
 
     # 1. first run: every stage runs, writes its output and then its finished marker
     lines = run_logged(f, tmp_path)
-    assert [ln.split(": ", 1)[1].split(" ")[0] for ln in lines] == ["started", "done"] * 3
+    assert [ln.split(": ", 1)[1].split(" ")[0] for ln in lines] == ["starting", "done"] * 3
+    # one line per start and end: elapsed time, and what remains (nothing timed in a new run directory)
+    assert lines[0].startswith("[1/3] critique (critique): starting (first run in this run directory); ")
+    assert lines[0].endswith(" elapsed; not timed here yet: critique, sample, label")
+    assert lines[1].endswith(f"elapsed; not timed here yet: sample, label -> {p.stage('critique').out}")
+    dur = r"(\d+\.\d s|\d+ min \d+ s)"
+    assert re.fullmatch(rf"\[3/3\] label \(label\): done in {dur}; {dur} elapsed -> "
+                        + re.escape(str(p.stage("label").out)), lines[-1])
     for s in p.stages:
         assert s.marker.is_file() and (s.out / "manifest.json").is_file()
     assert len(list((tmp_path / "run" / "stages").iterdir())) == 6  # 3 dirs + 3 markers
@@ -116,9 +124,14 @@ def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
     st = statuses(p)
     assert st["critique"][0] == st["sample"][0] == "cached"
     assert st["label"] == ("run", "constitution changed (comparisons)")
+    old_label = json.loads(p.stage("label").marker.with_name(
+        next(m.name for m in (tmp_path / "run" / "stages").glob("label-*.done.json"))).read_text())["seconds"]
     lines = run_logged(f, tmp_path)
-    assert [ln for ln in lines if "started" in ln] == [
-        "[3/3] label (label): started (constitution changed (comparisons))"]
+    started = [ln for ln in lines if "starting" in ln]
+    assert len(started) == 1 and started[0].startswith(
+        "[3/3] label (label): starting (constitution changed (comparisons)); ")
+    # the estimate is what label took the last time it finished here (under its old key)
+    assert started[0].endswith(f" elapsed; about {duration(old_label)} left (earlier runs)")
     label_dirs = sorted((tmp_path / "run" / "stages").glob("label-*[!n]"))
     assert len(label_dirs) == 2  # the old output is kept, the new one sits next to it
 
@@ -129,7 +142,7 @@ def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
     assert st["critique"] == ("run", "constitution changed (critiques)")
     assert st["sample"][0] == st["label"][0] == "cached"
     lines = run_logged(f, tmp_path)
-    assert [ln.split(" ")[1] for ln in lines if "started" in ln] == ["critique"]
+    assert [ln.split(" ")[1] for ln in lines if "starting" in ln] == ["critique"]
     manifest = json.loads((p.stage("critique").out / "manifest.json").read_text())
     # the answers (and any round whose principle did not change) come from the request cache
     assert manifest["cache_hits"] >= 2 and manifest["conversations"] == 2
@@ -139,7 +152,7 @@ def test_plan_cache_rerun_edit_and_from(tmp_path, tiny_model):
     st = statuses(p, from_stage="sample")
     assert st["critique"][0] == "cached" and st["sample"] == st["label"] == ("run", "forced by --from sample")
     lines = run_logged(f, tmp_path, from_stage="sample")
-    assert [ln.split(" ")[1] for ln in lines if "started" in ln] == ["sample", "label"]
+    assert [ln.split(" ")[1] for ln in lines if "starting" in ln] == ["sample", "label"]
     assert len(list((tmp_path / "run" / "stages").glob("sample-*.replaced-*"))) == 1
     assert p.stage("label").marker.is_file()
 
@@ -258,3 +271,8 @@ stages:
     plain = load_pipeline(tmp_path / "plain.yaml", [f"run_dir={tmp_path / 'run'}"])
     assert plain.stages[0].out == p.stages[0].out  # the same key: the launcher does not change the output
     assert [e["status"] for e in plan(plain)] == ["cached"]
+
+
+def test_duration_reads_at_a_glance():
+    assert [duration(x) for x in (0.04, 37.84, 60, 319.4, 3599.6, 4320)] == [
+        "0.0 s", "37.8 s", "1 min 0 s", "5 min 19 s", "1 h 0 min", "1 h 12 min"]

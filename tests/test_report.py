@@ -205,3 +205,58 @@ def test_report_shows_checks_template_learning_and_detector_quality(tmp_path, ti
     assert "## Checks" in md and "| refuses-harmful | harmful | refusal |" in md
     monkeypatch.setattr(figures, "DETECTOR_CARD", tmp_path / "absent.json")
     assert figures.detector_card() is None
+
+
+def make_contrast_run(root: Path) -> Path:
+    """A contrast -> eval run: RLCD pairs (p_chosen 1.0) and held-out answers whose openings are counted by
+    hand below: before, 3 different openings of 4 benign answers; after, one template opening 3 of 4."""
+    run = root / "run"
+    st = run / "stages"
+    con, ev = st / "contrast-aaa", st / "eval-bbb"
+    prefs = [{"id": f"principles/h{i}", "prompt": [{"role": "user", "content": "q"}],
+              "chosen": [{"role": "assistant", "content": "I'm sorry, but I can't help with that."}],
+              "rejected": [{"role": "assistant", "content": f"Sure! Step {i} of a long harmful answer."}],
+              "p_chosen": 1.0, "principle_ids": ["harm"], "method": "rlcd"} for i in range(4)]
+    write_dataset(con, {"prefs": prefs}, {"stage": "contrast", "pairs": 4, "kept": 4}, title="t")
+    ev.mkdir(parents=True)
+    (ev / "values.json").write_text(json.dumps({"baseline": {"refusal_rate": 0.0}, "model": {"refusal_rate": 0.5}}))
+    before = ["Python lists reverse with slicing.", "Sure! Here is how: use reversed().", "python LISTS reverse "
+              "with slicing.", "The sky is blue because of Rayleigh scattering."]
+    after = ["Sure! I can help with that. Is there something else?", "sure, i can help with that! Is there anything?",
+             "Sure! I can help with that. Is there more? The sky scatters blue.", "Use list.reverse() or slicing."]
+    rows = [{"id": f"b{i}", "set": "benign", "role": role, "prompt": f"benign {i} {EVIL}", "answer": text}
+            for role, texts in (("baseline", before), ("model", after)) for i, text in enumerate(texts)]
+    rows += [{"id": "h0", "set": "harmful", "role": "baseline", "prompt": "h", "answer": f"{EVIL} Here you go"},
+             {"id": "h0", "set": "harmful", "role": "model", "prompt": "h", "answer": "I'm sorry, but no."}]
+    (ev / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stages = {name: {"kind": kind, "key": out.name.split("-")[1], "out": str(out), "status": "done", "seconds": 2.0,
+                     "inputs": {}} for name, kind, out in (("contrast", "contrast", con), ("eval", "eval.values", ev))}
+    (run / "pipeline.json").write_text(json.dumps({"name": "rlcd", "file": "p.yaml", "stages": stages,
+                                                   "source": {"name": "rlcd"}}))
+    return run
+
+
+def test_report_of_pairs_by_construction_shows_openings_and_no_length_plot(tmp_path):
+    from cai.evaluate.openings import opening
+    assert opening("Sure! I can help with that. Is there") == "sure i can help with that is there"
+    assert opening("  (Hi)  ") == "hi" and opening("") == ""
+    run = make_contrast_run(tmp_path)
+    facts = collect(run)
+    assert facts["scatter"] is None and facts["by_construction"] is True  # p is 1.0 for every pair
+    by_set = {o["set"]: o for o in facts["top_openings"]}
+    assert by_set["benign"]["n"] == {"baseline": 4, "model": 4}
+    assert by_set["benign"]["baseline"] == [("python lists reverse with slicing", 2), ("sure here is how use reversed", 1),
+                                            ("the sky is blue because of rayleigh scattering", 1)]
+    assert by_set["benign"]["model"] == [("sure i can help with that is there", 3), ("use list reverse or slicing", 1)]
+    assert by_set["harmful"]["model"] == [("i'm sorry but no", 1)]
+    paths = write_report(run)
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    assert "<h2>Reward vs length</h2>" not in html and "Labels by construction" in html
+    assert not (run / "report_files" / "scatter.png").exists() and "reward vs length" not in md.lower()
+    assert "<h2>Most common openings</h2>" in html and "## Most common openings" in md
+    assert "<tr><td>1</td><td>python lists reverse with slicing</td><td>2</td><td>sure i can help with that is there</td>" \
+           "<td>3</td></tr>" in html
+    # per principle: only the columns these pairs have (no critique rounds, no order statistics)
+    assert "<tr><th>principle</th><th>comparisons</th><th>longer wins</th><th>mean p_chosen</th></tr>" in html
+    assert "<p class=small>longer wins: the longer response won.</p>" in html  # notes only for columns shown
+    assert "<script" not in html.lower()

@@ -9,12 +9,17 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from cai.constitution import available, constitutions_dir, load_constitution
 from cai.constitution.checks import declared_checks, validate_checks
 from cai.constitution.diff import diff, format_diff
 from cai.constitution.importers import IMPORTERS, to_yaml
 from cai.constitution.lint import lint
+from cai.constitution.schema import Id
+from cai.constitution.starter import starter
 from cai.errors import InputError
+from cai.resources import is_shipped_copy
 
 
 def register(subparsers) -> None:
@@ -46,6 +51,16 @@ def register(subparsers) -> None:
     q.add_argument("--name", help="constitution name (default: from the source)")
     q.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     q.set_defaults(func=cmd_import)
+
+    q = sub.add_parser("new", help="write a commented starter constitution to edit (lints clean)",
+                       description="Write NAME.yaml: critique and comparison principles, RLCD framings, a "
+                       "rubric and an example of checks, each commented. In a source checkout it goes to "
+                       "constitutions/, where `vars.constitution=NAME` finds it. An existing file is never "
+                       "replaced.")
+    q.add_argument("name", metavar="NAME", help="the constitution's name (letters, digits, . _ -)")
+    q.add_argument("--out", metavar="FILE.yaml", help="where to write it (default: constitutions/NAME.yaml in a "
+                   "source checkout, else ./NAME.yaml)")
+    q.set_defaults(func=cmd_new)
 
     q = sub.add_parser("list", help="list the shipped constitutions")
     q.set_defaults(func=cmd_list)
@@ -113,6 +128,33 @@ def cmd_import(args: argparse.Namespace) -> int:
     fs = c.few_shot
     print(f"wrote {out}: {len(c.critiques)} critiques, {len(c.comparisons)} comparisons, "
           f"{len(fs.critique)} critique examples, {len(fs.comparison)} comparison examples, hash {c.hash[:12]}")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    try:
+        TypeAdapter(Id).validate_python(args.name)
+    except ValidationError:
+        raise InputError(f"{args.name!r} is not a constitution name (letters, digits, '.', '_', '-'; a letter or "
+                         "digit first)", field="NAME") from None
+    d = constitutions_dir()
+    in_checkout = args.out is None and d.is_dir() and not is_shipped_copy(d)
+    out = Path(args.out) if args.out else (d / f"{args.name}.yaml" if in_checkout else Path(f"{args.name}.yaml"))
+    ref = args.name if in_checkout else str(out)
+    try:
+        with open(out, "x", encoding="utf-8") as f:  # "x": an existing file is never replaced, even in a race
+            f.write(starter(args.name, ref))
+    except FileExistsError:
+        raise InputError("already exists; edit it, or choose another NAME or --out", file=out) from None
+    except OSError as e:
+        raise InputError(f"cannot write it ({e.strerror})", file=out) from None
+    c = load_constitution(out)  # the starter must load and lint clean; a failure here is a bug in it
+    warnings = lint(c)
+    for w in warnings:
+        print(w, file=sys.stderr)
+    print(f"wrote {out}: {len(c.critiques)} critiques, {len(c.comparisons)} comparisons, hash {c.hash[:12]}; "
+          f"lint {'ok' if not warnings else f'{len(warnings)} warning(s)'}")
+    print(f"next: edit it, then `cai run configs/quickstart.yaml vars.constitution={ref}`")
     return 0
 
 

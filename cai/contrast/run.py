@@ -94,7 +94,7 @@ def answer_pairs(engine, run, items: list[tuple[dict, Framed]], cfg: ContrastCon
             prefix[key] = side.prefix
             engine.submit(key, engine.format_chat(msgs, continue_final_message=open_last),
                           params.replace(seed=request_seed(cfg.seed, row["id"])))
-    bar = Progress(2 * len(items), "contrast", engine, initial=len(done))
+    bar = Progress(len(prefix), "contrast", engine)  # only the answers that need a request
     while engine.has_unfinished():
         for key, res in engine.poll():
             text = prefix[key] + res.outputs[0].text if res.ok else None
@@ -102,7 +102,7 @@ def answer_pairs(engine, run, items: list[tuple[dict, Framed]], cfg: ContrastCon
                    "tokens": len(res.outputs[0].token_ids) if res.ok else 0}
             log.append(rec)
             done[key] = rec
-            bar.update()
+            bar.update(request_id=key)
     bar.close()
     log.close()
     return done

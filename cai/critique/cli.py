@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from cai.critique.config import FILTERS, STEPS, CritiqueStage
@@ -57,7 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {','.join(d.filters)}; known: {','.join(FILTERS)})")
     p.add_argument("--dry-run", action="store_true", help="report what a run would regenerate, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output dir from another configuration")
-    p.add_argument("--verbose", action="store_true", help="show every engine log line (default: warnings that matter)")
     add_engine_args(p, default_model=d.model)
     add_config_args(p)
     p.set_defaults(func=_cmd)
@@ -83,8 +81,6 @@ def _filters(text: str) -> tuple[str, ...]:
 
 
 def _cmd(args) -> int:
-    if args.verbose:
-        os.environ["CAI_VERBOSE"] = "1"  # read by the engine when it starts
     stage = config_run(args, stage_config)
     if stage is None:
         return 0

@@ -110,8 +110,7 @@ class CritiqueConfig:
     96 tokens: SmolLM2-135M's answers mostly run past 128, and the critique needs the gist, not all of it."""
     critique: SamplingParams = field(default_factory=lambda: _default(64))
     """Sampling for each critique (the few-shot critiques are 2-3 sentences, about 50 tokens; SmolLM2's
-    longer critiques drift off the response). On 20 shipped prompts, budgets 96/64 instead of 128/96 kept
-    15 conversations instead of 14 with 24% fewer tokens."""
+    longer critiques drift off the response)."""
     revision: SamplingParams = field(default_factory=lambda: _default(160))
     """Sampling for each revision (the last one becomes the answer in `sft`/`prefs`; the few-shot
     revisions are about 60-90 tokens, so 160 leaves room without paying for rambling)."""
@@ -120,9 +119,7 @@ class CritiqueConfig:
     few_shot: int | bool = 2
     """How many of the constitution's few-shot critique conversations (the first ones, in file order) go
     before every critique/revision request: 0 or false for none, true for all. Each costs its length in
-    attention on every token generated after it: on 2 cores, SmolLM2's throughput at 150 requests in flight
-    falls from 555 tok/s with no context to 229 tok/s after a 900-token one. On the critique job (150 prompts,
-    bf16) the first 2 of harmless' 3 kept 141 conversations in 385 s against 123 in 485 s with all 3."""
+    attention on every token generated after it (measured in docs/sl-cai.md)."""
     filters: tuple[str, ...] = tuple(FILTERS)
     """Filters applied to the final revision (names from `FILTERS`); `()` keeps every revision."""
     early_stop: bool = True
@@ -132,15 +129,13 @@ class CritiqueConfig:
     retries: int = 5
     """A revision that the filters would drop (truncated, scaffold, empty, copy, unchanged) is sampled again
     with another seed, up to this many times; the last attempt stands. Its discarded tokens count as wasted.
-    SmolLM2-135M passes on about one attempt in five whatever the attempt, so each retry still pays: on 20
-    shipped prompts 2 retries kept 15 (9,105 tokens), 4 kept 17 (10,924 tokens), 6 kept 17 (12,570)."""
+    A small model passes on a roughly constant share of attempts, so each retry still pays (docs/sl-cai.md)."""
     send_ahead: bool = True
     """While the engine holds fewer requests than half the run's conversations (the end of a run, where
     conversations wait on their own retries), send a retried revision's later attempts ahead of their turn.
     Attempts are seeded by key and taken in order, so the same attempt is taken either way (up to the engine's
     batch-dependent numerics); attempts not needed are counted as `ahead_tokens` (and wasted). Timing only:
-    not part of a run's identity. On `bench/critique.py --prompts 48` it took the pipeline from 145 s to 132 s
-    (`ratio_vs_replay` 0.704 to 0.792)."""
+    not part of a run's identity."""
     seed: int = 0
     """Seeds principle draws and every request (per prompt id and step, so batching never matters)."""
 

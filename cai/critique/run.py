@@ -62,7 +62,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
     # 3. continuous feed; the bar counts engine steps (answers, critiques, revisions), so its ETA is honest
     t0 = time.perf_counter()
     n_steps = 1 + 2 * cfg.rounds
-    bar = _steps_bar(len(rows) * n_steps, engine, (len(rows) - len(todo)) * n_steps) if progress else None
+    bar = _steps_bar(len(todo) * n_steps, engine) if progress else None
     feed = Feed(engine, c, cfg, ahead_below=len(todo) // 2 if cfg.send_ahead else 0)
     stops, examples = early_stops(cfg, engine), few_shot_texts(c)
     for r in todo:
@@ -75,7 +75,7 @@ def critique(*, prompts: str | Path | list[dict], out: str | Path, constitution:
                     bar.bar.total += 0 if taken else 1  # a revision sampled again: one more step
                     if conv.done:  # stopped early (error, too long): its remaining steps never run
                         bar.bar.total -= n_steps - len(conv.steps) - (len(conv.steps) < n_steps)
-                    bar.update()
+                    bar.update(request_id=rid)
             if not takes or not takes[-1]:  # (`advance` says False only for a retry, never when done)
                 continue  # its next attempt is already in the engine
             if not conv.done:
@@ -269,12 +269,9 @@ def few_shot_texts(c) -> tuple[str, ...]:
     return tuple(m["content"] for m in few_shot_critique_messages(c))
 
 
-def _steps_bar(total: int, engine, initial: int):
+def _steps_bar(total: int, engine):
     """A bar over engine steps, not conversations: conversations all finish near the end, steps do not."""
-    bar = Progress(total, "critique", engine, initial=initial)
-    bar.bar.unit = "step"
-    bar.bar.refresh()
-    return bar
+    return Progress(total, "critique", engine, unit="step")
 
 
 def _inputs(constitution, prompts, column, limit, cfg):

@@ -45,6 +45,7 @@ class CachedEngine(Engine):
         self._ready: list[tuple[str, Result]] = []
         self._keys: dict[str, str] = {}
         self.engine_requests = self.cache_hits = self.generated_tokens = 0
+        self.last_hits: set[str] = set()  # ids the last `poll` answered from the cache (progress skips them)
 
     def submit(self, request_id: str, prompt: Any, params: SamplingParams) -> None:
         ids = self.encode(prompt)
@@ -83,6 +84,7 @@ class CachedEngine(Engine):
 
     def poll(self) -> list[tuple[str, Result]]:
         out, self._ready = self._ready, []
+        self.last_hits = {rid for rid, _ in out}
         if self.inner.has_unfinished():
             for rid, res in self.inner.poll():
                 key = self._keys.pop(rid, None)

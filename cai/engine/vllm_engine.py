@@ -19,6 +19,7 @@ from typing import Any
 from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
+from cai.quiet import is_verbose
 
 
 def _cuda_available() -> bool:
@@ -35,20 +36,15 @@ the hf engine and the trainers run fp32 on CPU, so vLLM's log-probs match theirs
 
 CPU_TEXT_DTYPE = "bfloat16"
 """The default dtype on CPU for jobs that only read sampled text (`text_only`: generate, critique, sample,
-contrast), where the CPU computes bf16 natively (`cpu_has_bf16`); else `CPU_DTYPE`. Measured with
-SmolLM2-135M on 2 cores (eager): 505-510 tok/s against 330-335 in fp32 on short prompts, and the critique
-job ran at 214 against 156 tok/s. Compare with
-`bench/engines.py --start-only --variants '{"dtype": "float32"}' '{"dtype": "bfloat16"}'`."""
+contrast), where the CPU computes bf16 natively (`cpu_has_bf16`); else `CPU_DTYPE`. Compare the two with
+`bench/engines.py --start-only --variants '{"dtype": "float32"}' '{"dtype": "bfloat16"}'` (docs/engines.md)."""
 
 CPU_COMPILE_MIN_TOKENS = 150_000
 """On CPU, compile the model (torch.compile) only for a job whose token budget (`work_tokens`: what the
-stage may generate) is at least this; smaller jobs run eagerly. Measured with SmolLM2-135M on 2 cores:
-eager starts in 18-21 s (11-14 s the second time); compiling starts in 74 s the first time and 31 s once
-vLLM's compile cache holds the model. Compiled generation is 6-13% faster on short prompts
-(`bench/engines.py --start-only`) but only 5% on the critique job, whose long few-shot contexts are
-attention-bound (467 s against 491 s for 78.5k tokens: a tie once the start is counted). At 150k tokens
-compiling pays back even its first, uncached start. `--engine-arg enforce_eager=true|false` decides for
-any job."""
+stage may generate) is at least this; smaller jobs run eagerly. Compiling costs about a minute at the
+first start and generates a few percent faster, less on long attention-bound contexts; from about this
+budget it pays back even its first, uncached start (figures in docs/engines.md).
+`--engine-arg enforce_eager=true|false` decides for any job."""
 
 
 CPU_BLOCK_SIZE = 32
@@ -144,7 +140,7 @@ class VLLMEngine(Engine):
                  verbose: bool | None = None, work_tokens: int | None = None, text_only: bool = False,
                  **engine_args: Any):
         on_gpu = _cuda_available()
-        verbose = os.environ.get("CAI_VERBOSE", "0") not in ("", "0") if verbose is None else verbose
+        verbose = is_verbose() if verbose is None else verbose
         quiet_logs(verbose)
         if engine_args.get("tensor_parallel_size", 1) == 1 and engine_args.get("data_parallel_size", 1) == 1:
             # In-process engine core: no spawn guard needed, and weights can be updated in place (PPO).
@@ -163,11 +159,11 @@ class VLLMEngine(Engine):
             engine_args.setdefault("enforce_eager", not compile_on_cpu(work_tokens))
             # vLLM's CPU default of 128-token KV blocks leaves each request's last partial block out of the
             # prefix cache: a multi-turn job re-prefills ~64 tokens more per request. 32 is the CPU attention
-            # kernel's smallest; on 40 critique conversations it took 126 s against 143 s, same tokens.
+            # kernel's smallest (docs/engines.md has the measurement).
             engine_args.setdefault("block_size", CPU_BLOCK_SIZE)
             # vLLM 0.32's AOT-compiled artifacts fail to reload under torch 2.13 ("'function' object has no
-            # attribute 'finalize_loading'"), so each start compiled again (75 s); its older compile cache
-            # reloads (31 s). Ignored when the model runs eagerly.
+            # attribute 'finalize_loading'"), so each start compiled again; its older compile cache
+            # reloads. Ignored when the model runs eagerly.
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         import vllm
 

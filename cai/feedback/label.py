@@ -104,7 +104,7 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
     log = run.log(log_name)
     done = {k: v for k, v in log.load().items() if not v.get("error")}
     todo = [r for r in pairs if r["id"] not in done]
-    bar = Progress(len(pairs), "label", judge.engine, initial=len(pairs) - len(todo))
+    bar = Progress(len(todo), "label", judge.engine, unit="pair")
     bs = judge.cfg.batch_pairs
     for lo in range(0, len(todo), bs):
         batch, cmps = todo[lo:lo + bs], []
@@ -114,7 +114,7 @@ def label_core(judge: Judge, run, pairs: list[dict[str, Any]], log_name: str = "
                 rec = {"key": r["id"], "skip": reason, "error": None}
                 log.append(rec)
                 done[r["id"]] = rec
-                bar.update()
+                bar.skip()  # judged without the engine
                 continue
             cmps.append(Comparison(key=r["id"], prompt=r["prompt"], r1=r["response_a"], r2=r["response_b"]))
         for cmp in judge.judge(cmps):

@@ -11,6 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from cai import quiet
 from cai.config import from_data
 from cai.errors import CaiError, InputError
 from cai.pipeline.registry import load_kind
@@ -19,6 +20,7 @@ from cai.yamlio import load_yaml
 
 
 def main(argv: list[str]) -> int:
+    quiet.configure()  # `cai run --verbose` reaches this process as CAI_VERBOSE
     spec = json.loads(Path(argv[0]).read_text())
     result = Path(spec["result"])
     try:

@@ -109,8 +109,9 @@ def run(p: Pipeline, from_stage: str | None = None, *, log: TextIO = sys.stderr)
         previous = _read_json(p.run_dir / "pipeline.json").get("stages", {})
         for name, why in p.skipped.items():
             print(f"[-] {name}: skipped (optional; {why})", file=log, flush=True)
+        clock = _Clock(p, entries)
         for i, (s, e) in enumerate(zip(p.stages, entries), 1):
-            _run_stage(p, i, s, e, record, previous, log)
+            _run_stage(p, i, s, e, record, previous, log, clock)
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         _merge_write(p, record, previous)
     finally:
@@ -118,7 +119,51 @@ def run(p: Pipeline, from_stage: str | None = None, *, log: TextIO = sys.stderr)
     return record
 
 
-def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: dict, log: TextIO) -> None:
+def duration(secs: float) -> str:
+    """`37.8 s`, `5 min 19 s`, `1 h 12 min`: what a person reads at a glance."""
+    if secs < 60:
+        return f"{secs:.1f} s"
+    m, sec = divmod(round(secs), 60)
+    return f"{m} min {sec} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def earlier_seconds(s: Stage) -> float | None:
+    """How long this stage took the last time it finished in this run directory, under any key (an
+    edited config rarely changes a stage's cost much): the estimate of what it will take now."""
+    best = None
+    for marker in s.marker.parent.glob(f"{s.name}-*.done.json"):
+        done = _read_json(marker)
+        if done.get("stage") == s.name and isinstance(done.get("seconds"), (int, float)):
+            if best is None or done.get("finished_at", "") > best.get("finished_at", ""):
+                best = done
+    return None if best is None else float(best["seconds"])
+
+
+class _Clock:
+    """Elapsed time since `cai run` started and an estimate of what remains: the stages still to run,
+    each at what it took the last time it finished here; stages never timed here are named instead."""
+
+    def __init__(self, p: Pipeline, entries: list[dict]):
+        self.t0 = time.perf_counter()
+        self.todo = {s.name: earlier_seconds(s) for s, e in zip(p.stages, entries) if e["status"] == "run"}
+
+    def finished(self, name: str) -> None:
+        self.todo.pop(name, None)
+
+    def line(self, running: str | None = None, running_for: float = 0.0) -> str:
+        known = [(n, t) for n, t in self.todo.items() if t is not None]
+        unknown = [n for n, t in self.todo.items() if t is None]
+        left = sum(max(t - running_for, 0.0) if n == running else t for n, t in known)
+        parts = [f"{duration(time.perf_counter() - self.t0)} elapsed"]
+        if known:
+            parts.append(f"about {duration(left)} left" + (" for the rest" if unknown else "") + " (earlier runs)")
+        if unknown:
+            parts.append(f"not timed here yet: {', '.join(unknown)}")
+        return "; ".join(parts)
+
+
+def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: dict, log: TextIO,
+               clock: _Clock) -> None:
     head = f"[{i}/{len(p.stages)}] {s.name} ({s.kind.name})"
     entry = {"kind": s.kind.name, "key": s.key, "out": str(s.out), "inputs": s.inputs, "upstream": s.upstream}
     if e["status"] == "cached":
@@ -129,7 +174,8 @@ def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: d
         return
     if e["reason"].startswith("forced") and s.out.exists():
         _set_aside(s)
-    print(f"{head}: started ({e['reason']})", file=log, flush=True)
+    why = "first run in this run directory" if e["reason"] == "not run yet" else e["reason"]
+    print(f"{head}: starting ({why}); {clock.line()}", file=log, flush=True)
     t0 = time.perf_counter()
     try:
         summary = run_isolated(p, s) if p.isolate else execute(s.kind, s.config)
@@ -149,7 +195,8 @@ def _run_stage(p: Pipeline, i: int, s: Stage, e: dict, record: dict, previous: d
                             "inputs": s.inputs, "summary": jsonable(summary)})
     record["stages"][s.name] = {**entry, "status": "done", "seconds": round(secs, 2), "summary": jsonable(summary)}
     _merge_write(p, record, previous)
-    print(f"{head}: done in {secs:.1f} s -> {s.out}", file=log, flush=True)
+    clock.finished(s.name)
+    print(f"{head}: done in {duration(secs)}; {clock.line()} -> {s.out}", file=log, flush=True)
 
 
 def _lock(run_dir: Path):

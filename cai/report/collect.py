@@ -26,19 +26,21 @@ Sources, all optional except `pipeline.json`:
 Roles are `baseline` (or `before`) and `model` (or `after`); a metric may be a bare number or carry
 `ci: [lo, hi]` and `n`; a missing `delta` is computed as after − before without an interval. Every other
 key (counts, hashes, config) is ignored. Examples may instead be `answers.jsonl` next to it, one row per
-(prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`.
+(prompt, role): `{"id", "role": "baseline"|"model", "prompt", "answer", "set"?}`; the report also counts
+the most common answer openings of each role in it, per prompt set.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from cai.data.layout import read_config
 from cai.errors import InputError
+from cai.evaluate.openings import N_WORDS, opening
 
 ROLE_ORDER = ("baseline", "before", "model", "after")
 N_EXAMPLES = 10
@@ -107,6 +109,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     card = values.get("detector_card") if values else None
     facts["detector_card"] = card if isinstance(card, dict) else None
     facts["examples"] = examples(values, evals[-1]["out"] if evals else None, traces)
+    facts["top_openings"] = answer_openings(evals[-1]["out"] if evals else None)
+    facts["by_construction"] = facts["scatter"] is None and by_construction(prefs)
     return facts
 
 
@@ -192,6 +196,8 @@ def reward_length_points(stages: list[dict], prefs: list[dict]) -> dict[str, Any
                 pts.append((float(n), float(reward)))
     if pts:
         return {"points": pts, "x": "response length (words)", "y": "reward", "source": "policy samples"}
+    if by_construction(prefs):
+        return None  # p is 0 or 1 for every pair: two horizontal lines, no information about length
     for r in prefs:
         p = r.get("p_chosen")
         if isinstance(p, (int, float)):
@@ -201,6 +207,34 @@ def reward_length_points(stages: list[dict], prefs: list[dict]) -> dict[str, Any
         return {"points": pts, "x": "response length (words)", "y": "judge p(this response is better)",
                 "source": "labelled pairs"}
     return None
+
+
+def by_construction(prefs: list[dict]) -> bool:
+    """Pairs labelled by construction (RLCD, critique prefs): every `p_chosen` is exactly 0 or 1."""
+    ps = [r.get("p_chosen") for r in prefs if isinstance(r.get("p_chosen"), (int, float))]
+    return bool(ps) and all(p in (0, 1) for p in ps)
+
+
+# ---- answer openings -------------------------------------------------------------------------------------
+
+OPENING_WORDS = N_WORDS
+N_OPENINGS = 10
+
+
+def answer_openings(eval_out: Path | None, n: int = N_OPENINGS) -> list[dict[str, Any]]:
+    """Per prompt set, the `n` most common openings of the baseline's and the model's answers (from the eval
+    stage's answers.jsonl) with their counts: a trained model whose answers became a template shows one
+    opening with most of the answers."""
+    if eval_out is None:
+        return []
+    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: {"baseline": Counter(), "model": Counter()})
+    for r in read_jsonl(eval_out / "answers.jsonl"):
+        role, text = r.get("role"), r.get("answer", r.get("response"))
+        if role in ("baseline", "model") and isinstance(text, str):
+            counts[str(r.get("set", "all"))][role][opening(text)] += 1
+    return [{"set": name, "n": {k: sum(c.values()) for k, c in roles.items()},
+             "baseline": roles["baseline"].most_common(n), "model": roles["model"].most_common(n)}
+            for name, roles in counts.items()]
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from cai import __version__
+from cai.report.collect import OPENING_WORDS
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;
@@ -92,9 +93,37 @@ def _yield_rows(facts: dict) -> list[list[Any]]:
              fmt(y.get("steps")), fmt(y["seconds"])] for y in facts["yield"]]
 
 
-def _principle_rows(facts: dict) -> list[list[Any]]:
-    return [[p["principle"], fmt(p["critique_rounds"]), fmt(p["comparisons"]), fmt(p["order_agreement"]),
-             fmt(p["a_win_rate"]), fmt(p["longer_win_rate"]), fmt(p["mean_p_chosen"])] for p in facts["principles"]]
+PRINCIPLE_KEYS = ["principle", "critique_rounds", "comparisons", "order_agreement", "a_win_rate", "longer_win_rate",
+                  "mean_p_chosen"]
+
+
+def _principle_table(facts: dict) -> tuple[list[str], list[list[str]]]:
+    """The per-principle columns this run has figures for: a column empty or zero for every principle (order
+    statistics of pairs labelled by construction, critique rounds of a run without critique) is left out."""
+    ps = facts["principles"]
+    counts = ("critique_rounds", "comparisons")
+    keep = [i for i, k in enumerate(PRINCIPLE_KEYS)
+            if i == 0 or any(p[k] not in ((None, 0) if k in counts else (None,)) for p in ps)]
+    return ([PRINCIPLE_HEAD[i] for i in keep],
+            [[fmt(p[PRINCIPLE_KEYS[i]]) for i in keep] for p in ps])
+
+
+def _opening_tables(facts: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per prompt set: rank, the baseline's opening and count, the model's opening and count."""
+    out = []
+    for o in facts.get("top_openings") or []:
+        rows = []
+        for i in range(max(len(o["baseline"]), len(o["model"]))):
+            b = o["baseline"][i] if i < len(o["baseline"]) else ("", None)
+            m = o["model"][i] if i < len(o["model"]) else ("", None)
+            rows.append([str(i + 1), b[0], fmt(b[1]), m[0], fmt(m[1])])
+        title = f"{o['set']} ({o['n'].get('baseline', 0)} answers before, {o['n'].get('model', 0)} after)"
+        out.append((title, ["#", "before: opening", "answers", "after: opening", "answers"], rows))
+    return out
+
+
+NO_SCATTER = {True: "Labels by construction (p_chosen is 0 or 1 for every pair): nothing to plot against length.",
+              False: "No rewards or labelled pairs to plot."}
 
 
 def change_cell(d: dict | None) -> str:
@@ -196,17 +225,30 @@ def render_html(facts: dict, figures: dict[str, bytes]) -> str:
         parts.append("<h2>Checks</h2><p class=small>Each check the constitution declares: the share of answers "
                      "that pass it, before and after.</p>")
         parts.append(_rows(CHECK_HEAD, [[e(c) for c in r] for r in _check_rows(facts)]))
+    openings = _opening_tables(facts)
+    if openings:
+        parts.append(f"<h2>Most common openings</h2><p class=small>The first {OPENING_WORDS} words of each answer "
+                     "(lower case, no punctuation), before and after: one opening holding most answers means the "
+                     "model answers with a template.</p>")
+        for title, head, rows in openings:
+            parts.append(f"<h3>{e(title)}</h3>" + _rows(head, [[e(c) for c in r] for r in rows]))
     parts.append("<h2>Training curves</h2>")
     curves = [k for k in figures if k.startswith("train:")]
     parts += [_img(figures[k], k) for k in curves] or ["<p class=small>No training stage logged metrics.</p>"]
-    parts.append("<h2>Reward vs length</h2>")
-    parts.append(_img(figures["scatter"], "reward vs length") if "scatter" in figures else
-                 "<p class=small>No rewards or labelled pairs to plot.</p>")
+    if "scatter" in figures:
+        parts.append("<h2>Reward vs length</h2>" + _img(figures["scatter"], "reward vs length"))
+    else:
+        parts.append(f"<p class=small>Reward vs length: {e(NO_SCATTER[bool(facts.get('by_construction'))])}</p>")
     parts.append("<h2>Per principle</h2>")
-    parts.append(_rows(PRINCIPLE_HEAD, [[e(c) for c in r] for r in _principle_rows(facts)]) if facts["principles"]
-                 else "<p class=small>No principles were sampled by these stages.</p>")
-    parts.append("<p class=small>order agreement: both presentation orders prefer the same response; A wins: the "
-                 "response shown first won (0.5 = no position bias); longer wins: the longer response won.</p>")
+    if facts["principles"]:
+        head, rows = _principle_table(facts)
+        parts.append(_rows(head, [[e(c) for c in r] for r in rows]))
+        notes = {"order agreement": "both presentation orders prefer the same response",
+                 "A wins": "the response shown first won (0.5 = no position bias)",
+                 "longer wins": "the longer response won"}
+        parts.append("<p class=small>" + "; ".join(f"{k}: {v}" for k, v in notes.items() if k in head) + ".</p>")
+    else:
+        parts.append("<p class=small>No principles were sampled by these stages.</p>")
     parts.append("<h2>Data yield</h2>" + _rows(YIELD_HEAD, [[e(c) for c in r] for r in _yield_rows(facts)]))
     ex = facts["examples"]
     parts.append(f"<h2>Examples</h2><p class=small>{e(ex['source'] or 'no examples')}</p>")
@@ -243,12 +285,18 @@ def render_md(facts: dict, figures: dict[str, str]) -> str:
     out += [f"> **warning**: {m(w)}\n" for w in facts.get("warnings") or []]
     if facts.get("checks"):
         out += ["## Checks\n", _md_rows(CHECK_HEAD, [[m(c) for c in r] for r in _check_rows(facts)])]
+    openings = _opening_tables(facts)
+    if openings:
+        out.append(f"## Most common openings\n\nThe first {OPENING_WORDS} words of each answer, before and after.\n")
+        for title, head, rows in openings:
+            out += [f"### {m(title)}\n", _md_rows(head, [[m(c) for c in r] for r in rows])]
     out.append("## Training curves\n")
     out += [f"![{k}]({v})\n" for k, v in figures.items() if k.startswith("train:")]
     if "scatter" in figures:
         out.append(f"## Reward vs length\n\n![reward vs length]({figures['scatter']})\n")
     if facts["principles"]:
-        out += ["## Per principle\n", _md_rows(PRINCIPLE_HEAD, [[m(c) for c in r] for r in _principle_rows(facts)])]
+        head, rows = _principle_table(facts)
+        out += ["## Per principle\n", _md_rows(head, [[m(c) for c in r] for r in rows])]
     out += ["## Data yield\n", _md_rows(YIELD_HEAD, [[m(c) for c in r] for r in _yield_rows(facts)])]
     ex = facts["examples"]
     out.append(f"## Examples\n\n{m(ex['source'] or 'no examples')}\n")
