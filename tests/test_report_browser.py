@@ -40,7 +40,7 @@ def test_report_in_chromium(tmp_path):
             browser.close()
     assert headings == ["Stages", "Evaluation", "Most common openings", "Training curves", "Per principle",
                         "Data yield", "Examples", "Config and provenance"]
-    assert first_row == ["1", "python lists reverse with slicing", "2", "sure i can help with", "3"]
+    assert first_row == ["1", "python lists reverse with slicing", "2", "sure i can help with that is there", "3"]
     assert len(images) == 1 and images[0][0] == "train:dpo" and images[0][1] > 100  # the curves, decoded
     assert dialogs == []  # the answers' <script>alert(...)</script> is text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
