@@ -64,7 +64,8 @@ def test_meminfo_and_the_size_an_engine_takes():
     # 3 GiB available: 3 - 0.25 (weights) - 1.5 (overhead) - 1 (reserve) = 0.25 GiB left
     assert memory.size_kv_cache(2_548_039_680, one_seq=one, weights=GiB // 4, available=3 * GiB,
                                 total=24 * GiB, cap=0.3) == GiB // 4
-    with pytest.raises(InputError, match=r"engine.max_model_len: not enough memory .* needs 22 MiB of KV cache, and 0 MiB is left .*\(MemAvailable 2.5 GiB\)"):
+    with pytest.raises(InputError, match=r"engine.max_model_len: not enough memory .* needs 22 MiB of KV cache, "
+                                         r"and 0 MiB is left .*\(MemAvailable 2.5 GiB\)"):
         memory.size_kv_cache(2_548_039_680, one_seq=one, weights=GiB // 4, available=int(2.5 * GiB),
                              total=24 * GiB, cap=0.3)
 
@@ -89,8 +90,8 @@ def test_the_two_sides_run_side_by_side_only_when_both_fit(tmp_path, monkeypatch
     fixed = ValuesConfig(model=str(d), baseline=str(d), out="o", engine=EngineSpec(
         backend="vllm", max_model_len=1024, dtype="float32", args={"kv_cache_memory_bytes": 536_870_912}))
     assert schedule.side_need(fixed, "baseline", 90) == 538_090_408 + 536_870_912 + int(1.5 * GiB)
-    for available, groups in [(2 * each + GiB, [["model", "baseline"]]), (2 * each + GiB - 1, [["model"], ["baseline"]]),
-                              (16 * GiB, [["model", "baseline"]]), (12 * GiB, [["model"], ["baseline"]])]:
+    both, apart = [["model", "baseline"]], [["model"], ["baseline"]]
+    for available, groups in [(2 * each + GiB, both), (2 * each + GiB - 1, apart), (16 * GiB, both), (12 * GiB, apart)]:
         monkeypatch.setattr(memory, "machine_memory", lambda meminfo=None, a=available: (a, 24 * GiB))
         monkeypatch.setattr(schedule, "_on_gpu", lambda: False)
         plan = schedule.answer_plan(cfg, 90)
