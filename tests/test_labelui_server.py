@@ -278,3 +278,31 @@ def test_sign_in_form_and_bad_token_links(tmp_path):
     r = local.get("/?token=anything-at-all-123", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/" and "set-cookie" not in r.headers
     assert local.post("/api/session", json={"token": "x"}, headers=s).status_code == 404
+
+
+def test_label_ui_and_export_mistakes_are_one_line(tmp_path):
+    data = make_rlaif_dataset(tmp_path / "d", 3)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    toks = tmp_path / "toks"
+    toks.write_text("ann 0123456789abcdef0123\n")
+    cases = [
+        (["label-ui", "--data", str(tmp_path / "none")], "none: --data: not a directory"),
+        (["label-ui", "--data", str(notes)], "notes.txt: --data: not a directory"),
+        (["label-ui", "--data", str(tmp_path)], "--data: no `prefs` or `pairs` table to label"),
+        (["label-ui", "--data", str(data), "--db", str(notes)], "notes.txt: --db: cannot use it as the label store"),
+        (["label-ui", "--data", str(data), "--db", str(data)], "d: --db: cannot use it as the label store"),
+        (["label-ui", "--data", str(data), "--port", "70000"], "--port: must be in 1..65535"),
+        (["label-ui", "--data", str(data), "--tokens", str(tmp_path / "none")], "none: --tokens: file not found"),
+        (["label-ui", "--data", str(data), "--tokens", str(notes)], "notes.txt:1:4: token shorter than 16 characters"),
+        (["label-ui", "--data", str(data), "--keyfile", str(notes)], "--certfile: TLS needs both"),
+        (["label-ui", "--data", str(data), "--constitution", "nope"], "no constitution named 'nope'"),
+        (["label-ui", "--data", str(data), "--host", "0.0.0.0", "--allow-remote", "--tokens", str(toks)],
+         "--certfile: a non-loopback host sends tokens"),
+        (["labels", "export", "--data", str(data), "--db", str(notes), "--out", str(tmp_path / "o")],
+         "notes.txt: --db: not a label store"),
+    ]
+    for args, needle in cases:
+        r = run_cai(*args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (args, r.stderr)
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "o").exists()
