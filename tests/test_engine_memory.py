@@ -72,12 +72,12 @@ def test_meminfo_and_the_size_an_engine_takes():
 
 def test_vllm_engine_sizes_its_kv_cache_from_the_job(tmp_path, monkeypatch):
     d = _model(tmp_path)
-    monkeypatch.setattr(memory, "machine_memory", lambda meminfo=None: (20 * GiB, 24 * GiB))
+    monkeypatch.setattr(vllm_engine, "machine_memory", lambda meminfo=None: (20 * GiB, 24 * GiB))
     monkeypatch.setenv("CAI_VLLM_CPU_MEM", "0.3")
     assert vllm_engine.cpu_kv_cache_bytes(d, "bfloat16", 1024, seqs=90) == 2_548_039_680
     # without a hint: vLLM's 256 sequences of 1024 tokens, 6.75 GiB x 1.2, under the 7.2 GiB cap
     assert vllm_engine.cpu_kv_cache_bytes(d, "bfloat16", 1024) == int(256 * 1024 * 23_040 * 1.2)
-    monkeypatch.setattr(memory, "machine_memory", lambda meminfo=None: (3 * GiB, 24 * GiB))
+    monkeypatch.setattr(vllm_engine, "machine_memory", lambda meminfo=None: (3 * GiB, 24 * GiB))
     assert vllm_engine.cpu_kv_cache_bytes(d, "bfloat16", 1024, seqs=90) == 3 * GiB - 269_045_204 - int(2.5 * GiB)
 
 

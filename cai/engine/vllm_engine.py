@@ -17,8 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.engine import memory
 from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
+from cai.engine.memory import (
+    DEFAULT_MAX_SEQS,
+    DTYPE_BYTES,
+    kv_bytes_per_token,
+    kv_cache_need,
+    machine_memory,
+    model_need,
+    size_kv_cache,
+)
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
 
@@ -133,15 +141,15 @@ def _quiet_start(verbose: bool):
 def cpu_kv_cache_bytes(model_dir: str | Path, dtype: str, max_model_len: int, *, seqs: int | None = None,
                        block_size: int = CPU_BLOCK_SIZE) -> int:
     """KV cache reserved on CPU: what `seqs` concurrent sequences of `max_model_len` tokens need (None: vLLM's
-    default concurrency), within what the machine has left (`cai.engine.memory.size_kv_cache`). Given
+    default concurrency), within what the machine has left (`cai.engine.size_kv_cache`). Given
     explicitly to vLLM, it skips the memory-profiling run, which fails when other processes' memory
     changes while it runs."""
-    need = memory.model_need(model_dir, dtype, max_model_len, seqs or memory.DEFAULT_MAX_SEQS, block_size=block_size)
-    per_token = memory.kv_bytes_per_token(json.loads((Path(model_dir) / "config.json").read_text()),
-                                          memory.DTYPE_BYTES.get(dtype, 4))
-    one = memory.kv_cache_need(per_token, max_model_len, 1, block_size=block_size, headroom=1.0)
-    available, total = memory.machine_memory()
-    return memory.size_kv_cache(need["kv"], one_seq=one, weights=need["weights"], available=available, total=total)
+    need = model_need(model_dir, dtype, max_model_len, seqs or DEFAULT_MAX_SEQS, block_size=block_size)
+    per_token = kv_bytes_per_token(json.loads((Path(model_dir) / "config.json").read_text()),
+                                          DTYPE_BYTES.get(dtype, 4))
+    one = kv_cache_need(per_token, max_model_len, 1, block_size=block_size, headroom=1.0)
+    available, total = machine_memory()
+    return size_kv_cache(need["kv"], one_seq=one, weights=need["weights"], available=available, total=total)
 
 
 class VLLMEngine(Engine):
@@ -166,7 +174,7 @@ class VLLMEngine(Engine):
                 dtype = cpu_dtype(text_only)
             if gpu_memory_utilization is None and "kv_cache_memory_bytes" not in engine_args:
                 # else: that fraction of RAM, found by vLLM's profiling run
-                seqs = min(x for x in (max_seqs, engine_args.get("max_num_seqs"), memory.DEFAULT_MAX_SEQS) if x)
+                seqs = min(x for x in (max_seqs, engine_args.get("max_num_seqs"), DEFAULT_MAX_SEQS) if x)
                 engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
                     path, dtype, max_model_len or 8192, seqs=seqs,
                     block_size=engine_args.get("block_size", CPU_BLOCK_SIZE))
