@@ -3,16 +3,7 @@ deleted or written that cai did not write. And a stage the kernel kills (SIGKILL
 from __future__ import annotations
 
 import pytest
-from conftest import run_cai
-
-
-def _one_line(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if "NUMA" not in ln]  # torch's start-up note, not cai's
-    assert len(lines) == 1 and lines[0].startswith("cai: error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+from conftest import one_error_line, run_cai
 
 
 @pytest.fixture
@@ -28,12 +19,12 @@ def test_run_dir_must_be_a_directory_cai_run_wrote(pipe, tmp_path):
     afile.write_text("mine\n")
     for rd in (afile, afile / "sub"):
         for extra in (["--plan"], []):
-            _one_line(run_cai("run", str(pipe), f"run_dir={rd}", *extra), "run_dir:", f"{afile} is a file")
+            one_error_line(run_cai("run", str(pipe), f"run_dir={rd}", *extra), "run_dir:", f"{afile} is a file")
     assert afile.read_text() == "mine\n"
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "report.md").write_text("my notes\n")
-    _one_line(run_cai("run", str(pipe), f"run_dir={foreign}"), "run_dir:", "not written by `cai run`")
+    one_error_line(run_cai("run", str(pipe), f"run_dir={foreign}"), "run_dir:", "not written by `cai run`")
     assert sorted(p.name for p in foreign.iterdir()) == ["report.md"]
     assert (foreign / "report.md").read_text() == "my notes\n"
     # a new directory, and one `cai run` wrote, still plan
@@ -59,10 +50,10 @@ def test_run_dir_must_be_a_directory_cai_run_wrote(pipe, tmp_path):
     ("stages:\n  a: {kind: generate}\n", ["--from", "b"], ["--from", "no stage named 'b'"]),
     ("stages:\n  a: {kind: generate}\n", ["novalue"], ["override 'novalue' must look like key.sub=value"]),
 ])
-def test_mistaken_pipelines_are_one_line(tmp_path, body, overrides, needles):
+def test_mistaken_pipelines_areone_error_line(tmp_path, body, overrides, needles):
     f = tmp_path / "p.yaml"
     f.write_text(body)
-    _one_line(run_cai("run", str(f), f"run_dir={tmp_path / 'run'}", *overrides, "--plan"), *needles)
+    one_error_line(run_cai("run", str(f), f"run_dir={tmp_path / 'run'}", *overrides, "--plan"), *needles)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]  # nothing written
 
 

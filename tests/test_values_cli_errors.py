@@ -3,27 +3,19 @@ process starts, and nothing deleted or overwritten that cai did not write."""
 from __future__ import annotations
 
 import pytest
-from conftest import run_cai
-
-
-def _one_line(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if "NUMA" not in ln]  # torch's start-up note, not cai's
-    assert len(lines) == 1 and lines[0].startswith("cai: error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+from conftest import one_error_line, run_cai
 
 
 def test_out_must_be_new_empty_or_cai_written(tmp_path, tiny_model):
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     base = ["eval", "values", "--model", str(tiny_model), "--baseline", str(tiny_model), "--no-judge"]
-    _one_line(run_cai(*base, "--out", str(afile)), "afile", "--out", "not a directory")
+    one_error_line(run_cai(*base, "--out", str(afile)), "afile", "--out", "not a directory")
     assert afile.read_text() == "mine\n"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "values.md").write_text("my table\n")
-    _one_line(run_cai(*base, "--out", str(mine)), "mine", "not written by cai")
+    one_error_line(run_cai(*base, "--out", str(mine)), "mine", "not written by cai")
     assert [p.name for p in mine.iterdir()] == ["values.md"] and (mine / "values.md").read_text() == "my table\n"
 
 
@@ -45,5 +37,5 @@ def test_mistaken_inputs_are_one_line_before_any_answer(tmp_path, tiny_model, fl
     out = tmp_path / "out"
     r = run_cai("eval", "values", *[x for kv in args.items() for x in kv], "--out", str(out), "--no-judge",
                 "--engine", "hf")
-    _one_line(r, *needles)
+    one_error_line(r, *needles)
     assert not (out / "answers").exists()  # no answering process ran
