@@ -1,7 +1,7 @@
 """A pipeline YAML, resolved: every stage's config dataclass, its output directory, and the key that names it.
 
     name: hf-recipe
-    run_dir: runs/hf-recipe            # optional; default runs/<name>
+    run_dir: runs/hf-recipe            # optional; default runs/<name>; new, empty, or one `cai run` wrote
     isolate: true                      # optional; each stage in its own process (one vLLM engine each)
     report: true                       # optional; write report.html and report.md at the end
     vars: {model: smollm2-135m}        # "${vars.model}" substitutes (a whole-string reference keeps the type)
