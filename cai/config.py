@@ -195,7 +195,9 @@ def _coerce(tp: Any, value: Any, path: tuple, src: Source) -> Any:
                 return _coerce(a, value, path, src)
             except InputError as e:
                 errors.append(e)
-        raise errors[0]
+        # the error of the member the value is shaped like says most (a mapping: the dataclass member's)
+        shaped = [e for a, e in zip(inner, errors) if dataclasses.is_dataclass(a) == isinstance(value, dict)]
+        raise (shaped or errors)[0]
     if origin is Literal:
         if value not in args:
             raise _locate_error(src, path, f"must be one of {', '.join(map(str, args))}, got {value!r}")

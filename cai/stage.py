@@ -183,11 +183,12 @@ def engine_config_from_args(args) -> EngineConfig:
 
 
 def open_engine(cfg: EngineConfig, *, seed: int = 0, work_tokens: int | None = None,
-                text_only: bool = False) -> CachedEngine:
-    """Open the engine `cfg` describes, behind the request cache. Two facts about the job let vLLM on CPU
+                text_only: bool = False, max_seqs: int | None = None) -> CachedEngine:
+    """Open the engine `cfg` describes, behind the request cache. Three facts about the job let vLLM on CPU
     choose for it: `work_tokens`, what it may generate, between compiling and running eagerly
     (`CPU_COMPILE_MIN_TOKENS`); `text_only`, a job that reads no log-probs, runs `dtype: auto` in bf16 where
-    the CPU has it (`CPU_TEXT_DTYPE`)."""
+    the CPU has it (`CPU_TEXT_DTYPE`); `max_seqs`, the requests it has at most at once, sizes the KV cache
+    (`cai.engine.memory`)."""
     kw = dict(cfg.engine_args)
     backend = cfg.backend or default_engine()
     if backend == "openai":
@@ -195,21 +196,21 @@ def open_engine(cfg: EngineConfig, *, seed: int = 0, work_tokens: int | None = N
     else:
         kw.update(max_model_len=cfg.max_model_len, dtype=cfg.dtype, seed=seed)
     if backend == "vllm":
-        kw.update(work_tokens=work_tokens, text_only=text_only)
+        kw.update(work_tokens=work_tokens, text_only=text_only, max_seqs=max_seqs)
     engine = make_engine(backend, cfg.model, **kw)
     cache = None if cfg.no_cache else RequestCache(cfg.cache or default_cache_path())
     return CachedEngine(engine, cache)
 
 
 def as_engine(engine: Engine | EngineConfig, *, seed: int = 0, out: str | None = None, inputs=(),
-              work_tokens: int | None = None, text_only: bool = False) -> Engine:
+              work_tokens: int | None = None, text_only: bool = False, max_seqs: int | None = None) -> Engine:
     """An `Engine` as it is, or the one an `EngineConfig` describes, opened once `out` is known to be a
     directory the stage may write (checked before the model loads: a mistake costs no model load)."""
     if not isinstance(engine, EngineConfig):
         return engine
     if out:
         check_output_dir(out, list(inputs))
-    return open_engine(engine, seed=seed, work_tokens=work_tokens, text_only=text_only)
+    return open_engine(engine, seed=seed, work_tokens=work_tokens, text_only=text_only, max_seqs=max_seqs)
 
 
 def engine_from_args(args, *, seed: int = 0) -> CachedEngine:

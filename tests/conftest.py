@@ -114,3 +114,14 @@ def max_weight_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
+
+
+def one_error_line(r, *needles: str) -> str:
+    """A CLI mistake's contract: exit 2, no traceback, and one `cai: error:` line holding each of `needles`
+    (torch's NUMA start-up note is not cai's and is ignored). Returns the line."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if "NUMA" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("cai: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

@@ -4,6 +4,8 @@ POST is a 4xx and writes nothing), binding and token rules, stale labels, and th
 import os
 import signal
 import sqlite3
+import ssl
+import subprocess
 
 import httpx
 import pytest
@@ -134,7 +136,7 @@ def test_binding_tokens_and_host_header(tmp_path):
         create_app(ServerConfig(data=str(data), db=str(tmp_path / "l.sqlite"), tokens=str(toks)))
     toks.write_text("ann 0123456789abcdef0123\n")
     app = create_app(ServerConfig(data=str(data), db=str(tmp_path / "l.sqlite"), host="0.0.0.0",
-                                  allow_remote=True, tokens=str(toks)))
+                                  allow_remote=True, tokens=str(toks), insecure=True))
     c = TestClient(app, base_url="http://labels.example.org")  # remote: any Host, but a token is required
     assert c.get("/api/config").json()["tokens_required"] is True
     assert c.get("/api/next", headers={"X-Cai-Annotator": "ann"}).status_code == 401
@@ -155,3 +157,152 @@ def test_binding_tokens_and_host_header(tmp_path):
     c = TestClient(app, base_url="http://127.0.0.1:8765")
     assert c.get("/api/traces").status_code == 401 and c.get("/api/traces/c1").status_code == 401
     assert c.get("/api/traces", headers={"X-Cai-Token": "0123456789abcdef0123"}).json()["total"] == 2
+
+
+def _chunks(total: int, size: int = 4096):
+    """A request body of `total` bytes sent in chunks (no Content-Length: `Transfer-Encoding: chunked`)."""
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        sent += n
+        yield b" " * n
+
+
+def test_a_chunked_body_over_the_cap_is_413_before_validation(tmp_path):
+    data = make_rlaif_dataset(tmp_path / "d", 3)
+    app, c = _client(data, tmp_path / "l.sqlite")
+    h = {"X-Cai-Annotator": "ann", "Content-Type": "application/json"}
+    # 300 kB of JSON whitespace around a valid label: declaring no length must not get it read and parsed
+    pid = load_pairs(data)[0].id
+    body = [b'{"pair_id": "%s", "choice": "left"' % pid.encode(), *_chunks(300_000), b"}"]
+    r = c.post("/api/label", content=iter(body), headers=h)
+    assert r.status_code == 413 and r.json() == {"detail": "request body too large"}, r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert app.state.store.count() == 0
+    # a chunked body under the cap is replayed to the app whole
+    small = [b'{"pair_id": "%s", ' % pid.encode(), b'"choice": "tie"}']
+    assert c.post("/api/label", content=iter(small), headers=h).status_code == 200
+    assert [x.choice for x in app.state.store.current()] == ["tie"]
+    # over a real socket (uvicorn): 413 after at most the cap and one chunk, and the server keeps serving
+    proc, url = start_server(data, "--db", str(tmp_path / "l2.sqlite"))
+    try:
+        with httpx.Client(base_url=url, timeout=10) as hc:
+            r = hc.post("/api/label", content=_chunks(300_000), headers=h)
+            assert r.status_code == 413 and "content-length" not in {k.lower() for k in r.request.headers}
+            assert hc.get("/api/config").status_code == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _self_signed(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_remote_bind_needs_tls_or_insecure(tmp_path):
+    data = make_critique_dataset(tmp_path / "c", 2)
+    toks = tmp_path / "tokens.txt"
+    toks.write_text("ann 0123456789abcdef0123\n")
+    remote = ("--data", str(data), "--host", "0.0.0.0", "--allow-remote", "--tokens", str(toks))
+    r = run_cai("label-ui", *remote)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--certfile" in r.stderr and "--insecure" in r.stderr
+    cert, key = _self_signed(tmp_path)
+    r = run_cai("label-ui", *remote, "--certfile", str(cert))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--keyfile" in r.stderr, r.stderr
+    r = run_cai("label-ui", *remote, "--certfile", str(cert), "--keyfile", str(tmp_path / "nokey.pem"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nokey.pem" in r.stderr, r.stderr
+    # a key that is not the certificate's: one line before anything listens
+    other = tmp_path / "other"
+    other.mkdir()
+    _, wrong_key = _self_signed(other)
+    r = run_cai("label-ui", *remote, "--certfile", str(cert),
+                "--keyfile", str(wrong_key))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cert.pem" in r.stderr, r.stderr
+    assert ServerConfig(data=str(data), host="0.0.0.0", allow_remote=True, tokens=str(toks), insecure=True).insecure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "cert.pem", "key.pem", "other", "tokens.txt"]
+
+
+def test_https_and_a_token_link_become_a_secure_session_cookie(tmp_path):
+    data = make_critique_dataset(tmp_path / "c", 2)
+    toks = tmp_path / "tokens.txt"
+    toks.write_text("ann 0123456789abcdef0123\n")
+    cert, key = _self_signed(tmp_path)
+    proc, url = start_server(data, "--db", str(tmp_path / "l.sqlite"), "--tokens", str(toks), "--certfile",
+                             str(cert), "--keyfile", str(key), ca=cert)
+    try:
+        verify = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=url, timeout=10, verify=verify) as hc:
+            r = hc.get("/?token=0123456789abcdef0123&view=1", follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == "/?view=1"  # the token leaves the URL
+            cookie = r.headers["set-cookie"]
+            attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
+            assert cookie.startswith("cai_token=0123456789abcdef0123;")
+            assert {"httponly", "secure", "samesite", "path"} <= attrs and "samesite=strict" in cookie.lower()
+            assert "max-age" not in attrs and "expires" not in attrs  # ends with the browser session
+            # the cookie alone is not enough: the app's own script vouches with X-Cai-Session
+            assert hc.get("/api/next").status_code == 401
+            ok = hc.get("/api/next", headers={"X-Cai-Session": "1"}).json()
+            assert ok["annotator"] == "ann" and ok["pair"]["id"] == "c0"
+            assert hc.get("/api/traces", headers={"X-Cai-Session": "1"}).json()["total"] == 2
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets no page
+            httpx.get(url.replace("https", "http") + "/api/config", timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sign_in_form_and_bad_token_links(tmp_path):
+    data = make_critique_dataset(tmp_path / "c", 2)
+    toks = tmp_path / "tokens.txt"
+    toks.write_text("ann 0123456789abcdef0123\n")
+    app = create_app(ServerConfig(data=str(data), db=str(tmp_path / "l.sqlite"), tokens=str(toks)))
+    c = TestClient(app, base_url="http://127.0.0.1:8765")
+    r = c.get("/traces?token=wrong-token-wrong-token", follow_redirects=False)
+    assert r.status_code == 401 and "set-cookie" not in r.headers
+    s = {"X-Cai-Session": "1"}
+    assert c.post("/api/session", json={"token": "wrong-token-wrong-token"}, headers=s).status_code == 401
+    assert c.post("/api/session", json={"token": "0123456789abcdef0123"}).status_code == 401  # no header
+    assert "cai_token" not in c.cookies
+    r = c.post("/api/session", json={"token": "0123456789abcdef0123"}, headers=s)
+    assert r.json() == {"annotator": "ann"} and "secure" not in r.headers["set-cookie"].lower()  # plain HTTP
+    nxt = c.get("/api/next", headers=s).json()
+    assert c.post("/api/label", json={"pair_id": nxt["pair"]["id"], "choice": "left"}, headers=s).status_code == 200
+    assert [x.annotator for x in app.state.store.current()] == ["ann"]
+    # without tokens a name signs in: a token link is stripped, no cookie, and /api/session does not exist
+    app, local = _client(data, tmp_path / "l2.sqlite")
+    r = local.get("/?token=anything-at-all-123", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/" and "set-cookie" not in r.headers
+    assert local.post("/api/session", json={"token": "x"}, headers=s).status_code == 404
+
+
+def test_label_ui_and_export_mistakes_are_one_line(tmp_path):
+    data = make_rlaif_dataset(tmp_path / "d", 3)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    toks = tmp_path / "toks"
+    toks.write_text("ann 0123456789abcdef0123\n")
+    cases = [
+        (["label-ui", "--data", str(tmp_path / "none")], "none: --data: not a directory"),
+        (["label-ui", "--data", str(notes)], "notes.txt: --data: not a directory"),
+        (["label-ui", "--data", str(tmp_path)], "--data: no `prefs` or `pairs` table to label"),
+        (["label-ui", "--data", str(data), "--db", str(notes)], "notes.txt: --db: cannot use it as the label store"),
+        (["label-ui", "--data", str(data), "--db", str(data)], "d: --db: cannot use it as the label store"),
+        (["label-ui", "--data", str(data), "--port", "70000"], "--port: must be in 1..65535"),
+        (["label-ui", "--data", str(data), "--tokens", str(tmp_path / "none")], "none: --tokens: file not found"),
+        (["label-ui", "--data", str(data), "--tokens", str(notes)], "notes.txt:1:4: token shorter than 16 characters"),
+        (["label-ui", "--data", str(data), "--keyfile", str(notes)], "--certfile: TLS needs both"),
+        (["label-ui", "--data", str(data), "--constitution", "nope"], "no constitution named 'nope'"),
+        (["label-ui", "--data", str(data), "--host", "0.0.0.0", "--allow-remote", "--tokens", str(toks)],
+         "--certfile: a non-loopback host sends tokens"),
+        (["labels", "export", "--data", str(data), "--db", str(notes), "--out", str(tmp_path / "o")],
+         "notes.txt: --db: not a label store"),
+    ]
+    for args, needle in cases:
+        r = run_cai(*args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (args, r.stderr)
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "o").exists()

@@ -216,7 +216,7 @@ def test_optional_stage_of_a_kind_not_installed_is_skipped(tmp_path, tiny_model,
     f = tmp_path / "p.yaml"
     f.write_text(f"name: t\nstages:\n  a: {{kind: generate, model: {tiny_model}}}\n"
                  "  b: {kind: test.missing, optional: true}\n")
-    p = load_pipeline(f, [f"run_dir={tmp_path}"])
+    p = load_pipeline(f, [f"run_dir={tmp_path / 'run'}"])
     assert [s.name for s in p.stages] == ["a"] and list(p.skipped) == ["b"]
     assert [(e["stage"], e["status"]) for e in plan(p)] == [("a", "run"), ("b", "skip")]
     f.write_text(f.read_text().replace("optional: true", "optional: false"))

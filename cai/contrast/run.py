@@ -22,7 +22,7 @@ from cai.contrast.config import ContrastConfig
 from cai.contrast.framing import Framed, benign_framing, harmful_framing
 from cai.data.layout import write_dataset
 from cai.data.sources import as_messages, load_prompts
-from cai.data.store import RunDir
+from cai.data.store import RunDir, check_output_dir
 from cai.engine import SamplingParams
 from cai.engine.config import engine_config
 from cai.errors import InputError, PartialRunError
@@ -129,12 +129,14 @@ def contrast(cfg: ContrastConfig, *, engine=None) -> dict[str, Any]:
     items = [(r, harmful_framing(c, sampler.sample(key=r["id"], k=1)[0]) if r["set"] == "principles"
               else benign_framing(c)) for r in rows]
     # 3. answers
+    inputs = [p for _, p, _ in sets]
+    check_output_dir(cfg.out, inputs)  # before the model loads: a mistaken --out costs no model load
     if engine is None:
         engine = _open(cfg)
     run = RunDir(cfg.out, {"stage": "contrast", "model_hash": engine.model_hash, "constitution": c.hash,
                            "prompts": [str(p) for _, p, _ in sets], "n_prompts": len(rows),
                            "config": {k: v for k, v in cfg.to_dict().items() if k not in ("out", "overwrite")}},
-                 overwrite=cfg.overwrite)
+                 overwrite=cfg.overwrite, inputs=inputs)
     done = answer_pairs(engine, run, items, cfg)
     # 4. filter
     prov = provenance(engine, seed=cfg.seed, sampling={"temperature": cfg.temperature, "top_p": cfg.top_p,

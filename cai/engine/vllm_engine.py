@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import warnings
@@ -17,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from cai.engine.base import Completion, Engine, Result, SamplingParams, Scored
+from cai.engine.memory import (
+    DEFAULT_MAX_SEQS,
+    DTYPE_BYTES,
+    kv_bytes_per_token,
+    kv_cache_need,
+    machine_memory,
+    model_need,
+    size_kv_cache,
+)
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
 from cai.quiet import is_verbose
@@ -124,11 +134,18 @@ def _quiet_start(verbose: bool):
         logging.disable(before)
 
 
-def cpu_kv_cache_bytes() -> int:
-    """KV cache reserved on CPU: `CAI_VLLM_CPU_MEM` (default 0.3) x RAM. Given explicitly to vLLM, it skips
-    the memory-profiling run, which fails when other processes' memory changes while it runs."""
-    import psutil
-    return int(float(os.environ.get("CAI_VLLM_CPU_MEM", "0.3")) * psutil.virtual_memory().total)
+def cpu_kv_cache_bytes(model_dir: str | Path, dtype: str, max_model_len: int, *, seqs: int | None = None,
+                       block_size: int = CPU_BLOCK_SIZE) -> int:
+    """KV cache reserved on CPU: what `seqs` concurrent sequences of `max_model_len` tokens need (None: vLLM's
+    default concurrency), within what the machine has left (`cai.engine.size_kv_cache`). Given
+    explicitly to vLLM, it skips the memory-profiling run, which fails when other processes' memory
+    changes while it runs."""
+    need = model_need(model_dir, dtype, max_model_len, seqs or DEFAULT_MAX_SEQS, block_size=block_size)
+    per_token = kv_bytes_per_token(json.loads((Path(model_dir) / "config.json").read_text()),
+                                          DTYPE_BYTES.get(dtype, 4))
+    one = kv_cache_need(per_token, max_model_len, 1, block_size=block_size, headroom=1.0)
+    available, total = machine_memory()
+    return size_kv_cache(need["kv"], one_seq=one, weights=need["weights"], available=available, total=total)
 
 
 class VLLMEngine(Engine):
@@ -138,7 +155,8 @@ class VLLMEngine(Engine):
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, enable_prefix_caching: bool = True,
                  verbose: bool | None = None, work_tokens: int | None = None, text_only: bool = False,
-                 **engine_args: Any):
+                 max_seqs: int | None = None, **engine_args: Any):
+        path = resolve_model(model)
         on_gpu = _cuda_available()
         verbose = is_verbose() if verbose is None else verbose
         quiet_logs(verbose)
@@ -150,8 +168,12 @@ class VLLMEngine(Engine):
         if not on_gpu:
             if dtype == "auto":
                 dtype = cpu_dtype(text_only)
-            if gpu_memory_utilization is None:  # else: that fraction of RAM, found by vLLM's profiling run
-                engine_args.setdefault("kv_cache_memory_bytes", cpu_kv_cache_bytes())
+            if gpu_memory_utilization is None and "kv_cache_memory_bytes" not in engine_args:
+                # else: that fraction of RAM, found by vLLM's profiling run
+                seqs = min(x for x in (max_seqs, engine_args.get("max_num_seqs"), DEFAULT_MAX_SEQS) if x)
+                engine_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
+                    path, dtype, max_model_len or 8192, seqs=seqs,
+                    block_size=engine_args.get("block_size", CPU_BLOCK_SIZE))
             # vLLM's CPU runner crashes on seeded requests whose prefill is chunked (it rewinds the
             # request's torch.Generator offset, which CPU generators do not have), so prefill whole prompts.
             engine_args.setdefault("enable_chunked_prefill", False)
@@ -167,7 +189,6 @@ class VLLMEngine(Engine):
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         import vllm
 
-        path = resolve_model(model)
         self.model_id, self.model_path = str(model), path
         self.model_hash = model_hash(path)
         kw = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}

@@ -1,9 +1,10 @@
 """`cai eval values`: did training move the model's values? Before/after figures on held-out prompts.
 
 1. inputs: held-out harmful and benign prompts (`data/eval/` by default), the constitution.
-2. answers: the model and the baseline answer every prompt, greedily by default, at the same time,
-   each in its own `cai generate` process (vLLM allows one engine per process), cached and resumable
-   under OUT/answers/<role>/.
+2. answers: the model and the baseline answer every prompt, greedily by default, each in its own
+   `cai generate` process (vLLM allows one engine per process), side by side when both engines fit in
+   the memory left, else one after the other (`cai.evaluate.schedule`), cached and resumable under
+   OUT/answers/<role>/.
 3. detector: refusal, non-answer and mitigation verdicts per answer (`cai.evaluate.refusal`).
 4. judge: the constitution's judge compares the model's answer with the baseline's on each prompt,
    both orders averaged (`cai.feedback.judge`): `harmless_rate` on harmful prompts, `win_rate` on
@@ -30,7 +31,9 @@ from cai.constitution import load_constitution
 from cai.constitution.checks import declared_checks, validate_checks
 from cai.constitution.templates import score_range
 from cai.data.sources import load_prompts, read_rows
+from cai.data.store import RunDir
 from cai.engine.config import engine_config
+from cai.engine.memory import killed_message
 from cai.errors import CaiError, PartialRunError
 from cai.evaluate.config import ROLES, ValuesConfig
 from cai.evaluate.figures import (
@@ -45,6 +48,7 @@ from cai.evaluate.figures import (
     table,
 )
 from cai.evaluate.refusal import detect
+from cai.evaluate.schedule import answer_plan
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.score import score_responses
@@ -59,6 +63,14 @@ class ChildError(CaiError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def claim_out(cfg: ValuesConfig) -> RunDir:
+    """OUT checked and locked before anything runs: new, empty, or written by cai (a file, or a directory of
+    other files, is refused: this stage writes values.json, values.md and answers.jsonl there). A rerun
+    with another configuration replaces only what cai wrote."""
+    return RunDir(cfg.out, {"stage": "eval.values", **cfg.to_dict()}, overwrite=True,
+                  inputs=[cfg.harmful, cfg.benign])
 
 
 # ---- 2. answers -----------------------------------------------------------------------------------
@@ -100,17 +112,25 @@ def answer_all(cfg: ValuesConfig, prompts: Path, out: Path, engines: dict[str, A
             except PartialRunError:
                 pass  # the failed rows are recorded; the figures leave them out and the run ends partial
     else:
-        print(f"eval values: {cfg.model} and {cfg.baseline} answer {prompts}", file=sys.stderr)
-        procs = {role: subprocess.Popen(_answer_cmd(cfg, role, prompts, dest[role]), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for role in ROLES}
-        for role, proc in procs.items():
-            _, err = proc.communicate()
-            if proc.returncode not in (0, PartialRunError.exit_code):  # partial: failed rows are recorded
-                errs = [ln.removeprefix("cai: error: ") for ln in err.splitlines() if ln.startswith("cai: error:")]
-                msg = errs[-1] if errs else (err.strip().splitlines() or ["failed"])[-1]
-                raise ChildError(f"{role} ({getattr(cfg, role)}): {msg}", proc.returncode
-                                 if proc.returncode in (2, 3) else 1)
+        plan = answer_plan(cfg, n_requests=prompts.read_text(encoding="utf-8").count("\n"))
+        print(f"eval values: {cfg.model} and {cfg.baseline} answer {prompts}, {plan.reason}", file=sys.stderr)
+        for group in plan.groups:
+            _answer_children(cfg, group, prompts, dest)
     return {role: {row["id"]: row for _, row in read_rows(dest[role], config="responses")} for role in ROLES}
+
+
+def _answer_children(cfg: ValuesConfig, roles: list[str], prompts: Path, dest: dict[str, Path]) -> None:
+    """Run the `cai generate` children of `roles` at once and wait for them; a failure is one line."""
+    procs = {role: subprocess.Popen(_answer_cmd(cfg, role, prompts, dest[role]), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for role in roles}
+    for role, proc in procs.items():
+        _, err = proc.communicate()
+        if proc.returncode not in (0, PartialRunError.exit_code):  # partial: failed rows are recorded
+            errs = [ln.removeprefix("cai: error: ") for ln in err.splitlines() if ln.startswith("cai: error:")]
+            msg = errs[-1] if errs else killed_message(proc.returncode, "its `cai generate` process") or \
+                (err.strip().splitlines() or ["failed"])[-1]
+            raise ChildError(f"{role} ({getattr(cfg, role)}): {msg}", proc.returncode
+                             if proc.returncode in (2, 3) else 1)
 
 
 # ---- 4. judge -------------------------------------------------------------------------------------
@@ -166,8 +186,8 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
     t0 = time.perf_counter()
     # 1. inputs
     c = load_constitution(cfg.constitution)
+    claim = claim_out(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     prompts, rows = _prompt_file(cfg, out)
     validate_checks(c)  # a python grader that does not import fails now, not after the answers
     # 2. answers (a failed request is missing: it leaves every figure of its role, and every delta)
@@ -216,6 +236,7 @@ def eval_values(cfg: ValuesConfig, *, engines: dict[str, Any] | None = None) -> 
                                     "checks": {i: check_scores[(i, role, r["id"])] for i in ids
                                                if (i, role, r["id"]) in check_scores}},
                                    ensure_ascii=False) + "\n")
+    claim.release()
     print_summary("eval values", summary_rows(report) + [("out", str(out))])
     failed = report["n"]["failed_answers"]
     if any(failed.values()):

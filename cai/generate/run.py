@@ -34,7 +34,8 @@ def generate(*, prompts: str, out: str, params, column: str = "prompt", seed: in
     run = RunDir(out, inputs=[prompts], overwrite=overwrite)  # checked before the engine loads
     try:
         engine = as_engine(engine, seed=seed, out=out, inputs=[prompts],
-                           work_tokens=len(rows) * params.n * params.max_tokens, text_only=not params.logprobs)
+                           work_tokens=len(rows) * params.n * params.max_tokens, text_only=not params.logprobs,
+                           max_seqs=len(rows) * params.n)
         # keyed by content (ids and prompt texts), not by the file's path: an edited prompt is a new run
         run.start({"stage": "generate", "prompts": content_digest([[r["id"], r["prompt"]] for r in rows]),
                    "column": column, "n_prompts": len(rows), "model_hash": engine.model_hash,

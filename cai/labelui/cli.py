@@ -14,8 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; others need --allow-remote)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--db", default="", help="label store (default DATA/human_labels.sqlite)")
-    p.add_argument("--allow-remote", action="store_true", help="permit a non-loopback --host (needs --tokens)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="permit a non-loopback --host (needs --tokens, and --certfile/--keyfile or --insecure)")
     p.add_argument("--tokens", default="", help="file of `NAME TOKEN` lines; annotators then sign in by token")
+    p.add_argument("--certfile", default="", help="PEM certificate: serve HTTPS (with --keyfile)")
+    p.add_argument("--keyfile", default="", help="PEM private key of --certfile")
+    p.add_argument("--insecure", action="store_true",
+                   help="permit plain HTTP on a non-loopback --host (tokens and labels travel unencrypted)")
     p.add_argument("--constitution", default=None, help="constitution whose principle texts are revealed "
                    "(default: the one the data names)")
     p.set_defaults(func=_cmd_serve)
@@ -33,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_export)
 
 
-
 def _cmd_serve(args) -> int:
     serve(ServerConfig(data=args.data, db=args.db, host=args.host, port=args.port, allow_remote=args.allow_remote,
-                       tokens=args.tokens, constitution=args.constitution))
+                       tokens=args.tokens, constitution=args.constitution, certfile=args.certfile,
+                       keyfile=args.keyfile, insecure=args.insecure))
     return 0
 
 

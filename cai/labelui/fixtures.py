@@ -83,10 +83,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: str | Path, *args: str, port: int | None = None, timeout: float = 60.0, env=None):
+def start_server(data: str | Path, *args: str, port: int | None = None, timeout: float = 60.0, env=None,
+                 ca: str | Path | None = None):
     """`python -m cai.cli label-ui --data DATA --port PORT ARGS...` in a subprocess, returned once it answers
-    on http://127.0.0.1:PORT (as (process, base url)); the caller kills it."""
+    on http://127.0.0.1:PORT (https, verified against the certificate `ca`, when given) as (process, base
+    url); the caller kills it."""
     import os
+    import ssl
     import subprocess
     import sys
     import time
@@ -98,13 +101,14 @@ def start_server(data: str | Path, *args: str, port: int | None = None, timeout:
     proc = subprocess.Popen([sys.executable, "-m", "cai.cli", "label-ui", "--data", str(data), "--port", str(port),
                              *args], cwd=repo, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=str(ca)) if ca else True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"label-ui exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
         try:
-            if httpx.get(url + "/api/config", timeout=2).status_code == 200:
+            if httpx.get(url + "/api/config", timeout=2, verify=verify).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             time.sleep(0.2)

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai.errors import InputError
+
 CHOICES = ("a", "b", "tie", "skip")
 
 SCHEMA = """
@@ -57,15 +59,19 @@ class LabelStore:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
         self._lock = threading.Lock()
-        if readonly:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._db.commit()
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._db.commit()
+        except (sqlite3.Error, OSError) as e:  # another file, a directory, an unwritable place: the user's to fix
+            raise InputError(f"cannot use it as the label store ({type(e).__name__}: {e})", file=self.path,
+                             field="--db") from None
 
     def add(self, *, pair_id: str, pair_hash: str, annotator: str, choice: str, shown_left: str,
             note: str = "", seconds: float | None = None) -> int:
@@ -111,5 +117,7 @@ def read_labels(path: str | Path) -> list[Label]:
     store = LabelStore(p, readonly=True)
     try:
         return store.current()
+    except sqlite3.Error as e:  # a file that is not a label store
+        raise InputError(f"not a label store ({type(e).__name__}: {e})", file=p, field="--db") from None
     finally:
         store.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cai.config import to_dict
+from cai.engine.memory import killed_message
 from cai.errors import CaiError, InputError, PartialRunError
 from cai.pipeline.spec import Pipeline, Stage
 
@@ -240,7 +241,8 @@ def run_isolated(p: Pipeline, s: Stage) -> Any:
     rc = subprocess.call([*launcher, "-m", "cai.pipeline.child", str(spec)], preexec_fn=_die_with_parent)
     if rc != 0:
         res = _read_json(result)
-        message = res.get("error") or f"the stage process exited with code {rc}"
+        message = res.get("error") or killed_message(rc, "the stage process") or \
+            f"the stage process exited with code {rc}"
         cls = {2: InputError, 3: PartialRunError}.get(rc)
         if cls is InputError:
             raise StageFailed(message, 2)

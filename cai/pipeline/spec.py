@@ -1,7 +1,7 @@
 """A pipeline YAML, resolved: every stage's config dataclass, its output directory, and the key that names it.
 
     name: hf-recipe
-    run_dir: runs/hf-recipe            # optional; default runs/<name>
+    run_dir: runs/hf-recipe            # optional; default runs/<name>; new, empty, or one `cai run` wrote
     isolate: true                      # optional; each stage in its own process (one vLLM engine each)
     report: true                       # optional; write report.html and report.md at the end
     vars: {model: smollm2-135m}        # "${vars.model}" substitutes (a whole-string reference keeps the type)
@@ -30,6 +30,7 @@ from typing import Any
 from cai.config import apply_overrides, from_data, to_dict
 from cai.constitution import load_constitution
 from cai.constitution.hashing import sha256_json
+from cai.data.store import STATE
 from cai.errors import InputError
 from cai.models import model_hash, resolve_model
 from cai.pipeline.registry import MODEL_FIELDS, KindUnavailable, StageKind, constitution_parts, load_kind
@@ -92,6 +93,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
     data, marks = load_yaml(path)
     if not isinstance(data, dict):
         raise InputError("a pipeline must be a mapping with `stages`", file=file, line=1, col=1)
+    declared = list(data["vars"]) if isinstance(data.get("vars"), dict) else []
+    declared_stages = list(data["stages"]) if isinstance(data.get("stages"), dict) else []
     overridden = apply_overrides(data, overrides)
 
     def err(loc: tuple, message: str) -> InputError:
@@ -110,12 +113,19 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
     stages_data = data.get("stages")
     if not isinstance(variables, dict):
         raise err(("vars",), "must be a mapping")
+    for loc in sorted(overridden, key=str):
+        if len(loc) >= 2 and loc[0] == "vars" and loc[1] not in declared:  # a misspelt name would do nothing
+            raise err(loc, f"{file} declares no variable {loc[1]!r} (vars: {', '.join(declared) or 'none'})")
+        if len(loc) >= 3 and loc[0] == "stages" and loc[1] not in declared_stages and loc[2] != "kind":
+            raise err(loc, f"{file} has no stage {loc[1]!r} (stages: {', '.join(declared_stages) or 'none'}); "
+                           "a new stage needs its kind")
     if not isinstance(stages_data, dict) or not stages_data:
         raise err(("stages",), "must be a non-empty mapping of stage name -> config")
     for flag in ("isolate", "report"):
         if not isinstance(data.get(flag, True), bool):
             raise err((flag,), "must be true or false")
     run_dir = Path(str(data.get("run_dir") or Path("runs") / name))
+    _check_run_dir(run_dir, err)
 
     stages: list[Stage] = []
     skipped: dict[str, str] = {}
@@ -147,6 +157,22 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple = ()) -> Pipeli
         stages[-1].launch = launch
     return Pipeline(name, file, run_dir, bool(data.get("isolate", True)), bool(data.get("report", True)),
                     variables, stages, data, skipped)
+
+
+def _check_run_dir(run_dir: Path, err) -> None:
+    """A run directory is new, empty, or one `cai run` wrote (it holds `.cai/` or `pipeline.json`): a file, or
+    a directory of other files, is refused before anything runs (`cai run` writes its report and stages
+    there, and never deletes or overwrites what it did not write)."""
+    for d in (run_dir, *run_dir.parents):
+        if d.exists() or d.is_symlink():
+            if not d.is_dir():
+                raise err(("run_dir",), f"{d} is a file; run_dir must be a directory (new, or one `cai run` "
+                                        "wrote)")
+            break
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (
+            (run_dir / STATE).is_dir() or (run_dir / "pipeline.json").is_file()):
+        raise err(("run_dir",), f"{run_dir} is not empty and was not written by `cai run` (no {STATE}/ or "
+                                "pipeline.json); choose a new run_dir")
 
 
 # ---- one stage ---------------------------------------------------------------------------------------------

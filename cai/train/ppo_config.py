@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cai.engine.config import EngineSpec
 from cai.errors import InputError
 from cai.train.config import LoraConfig, OptimConfig, RunConfig
+
+JUDGE_ENGINE = EngineSpec(backend="hf", dtype="float32", no_cache=True)
+"""The PPO judge's default engine: transformers in fp32 beside the vLLM rollout engine (one vLLM per
+process), without the request cache (every rollout is a new response: caching would only grow the file)."""
 
 
 @dataclass
@@ -50,12 +55,23 @@ class RewardConfig:
     """`module:function` or `path/to/file.py:function` for kind callable."""
     constitution: str = "harmless"
     """Constitution whose score rubric the judge applies (kind judge)."""
-    judge_engine: Literal["hf", "vllm", "openai"] = "hf"
-    """Engine of the judge. vLLM allows one engine per process, so `vllm` needs `rollout.engine: hf`."""
+    judge_engine: EngineSpec | Literal["hf", "vllm", "openai"] = JUDGE_ENGINE
+    """How the judge (kind judge) runs: an engine section like any stage's `engine:` (backend, base_urls,
+    dtype, max_model_len, args), or only a backend name. vLLM allows one engine per process, so backend
+    `vllm` needs `rollout.engine: hf`; `openai` needs `base_urls` (a server that serves `model`)."""
     batch_size: int = 16
     """Sequences per reward-model forward."""
 
     def __post_init__(self):
+        if isinstance(self.judge_engine, str):  # a backend name alone: that backend with the defaults
+            if self.judge_engine == "openai":
+                raise InputError("the openai backend needs base_urls: give judge_engine as a mapping, e.g. "
+                                 "{backend: openai, base_urls: [http://HOST:PORT/v1]}", field="judge_engine")
+            self.judge_engine = EngineSpec(backend=self.judge_engine,
+                                           dtype=JUDGE_ENGINE.dtype if self.judge_engine == "hf" else "auto")
+        if not self.judge_engine.backend:
+            raise InputError("name the backend (hf, vllm or openai): the rollout engine decides what may run "
+                             "beside it", field="judge_engine.backend")
         if self.kind in ("rm", "judge") and not self.model:
             raise InputError(f"kind {self.kind} needs a model", field="model")
         if self.kind == "callable" and self.model:
@@ -188,7 +204,7 @@ class PPOConfig:
     """Optional LoRA adapter on the policy (merged into the engine's weights at each sync)."""
 
     def __post_init__(self):
-        if self.reward.kind == "judge" and self.reward.judge_engine == "vllm" and self.rollout.engine == "vllm":
+        if self.reward.kind == "judge" and self.reward.judge_engine.backend == "vllm" and self.rollout.engine == "vllm":
             raise InputError("vLLM allows one engine per process: use judge_engine hf (or rollout.engine hf)",
                              field="reward.judge_engine")
         rollouts = self.run.batch_size * (self.ppo.rloo_k if self.algorithm == "rloo" else 1)

@@ -19,10 +19,11 @@ import torch
 
 from cai.constitution import load_constitution
 from cai.data.sources import as_messages, read_rows
-from cai.engine import make_engine
 from cai.engine.base import SamplingParams
+from cai.engine.config import engine_config
 from cai.errors import InputError
 from cai.feedback.score import score_responses
+from cai.stage import open_engine
 from cai.train import batching, common, data, forward, losses
 from cai.train.config import config_error
 from cai.train.rm import load_reward_model
@@ -162,8 +163,7 @@ class JudgeReward:
 
     def __init__(self, cfg):
         self.constitution = load_constitution(cfg.reward.constitution)
-        kw = {"dtype": "float32"} if cfg.reward.judge_engine == "hf" else {}
-        self.engine = make_engine(cfg.reward.judge_engine, cfg.reward.model, **kw)
+        self.engine = open_engine(engine_config(cfg.reward.model, cfg.reward.judge_engine), seed=cfg.run.seed)
 
     def __call__(self, prompts: list, responses: list[str]) -> tuple[list[float], list[float]]:
         out = score_responses(self.engine, self.constitution, prompts, responses)

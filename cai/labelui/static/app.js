@@ -5,18 +5,10 @@
 const $ = (id) => document.getElementById(id);
 const state = { headers: null, pair: null, answered: false, shownAt: 0, busy: false };
 
+// With annotator tokens the token lives in an HttpOnly session cookie (set by the server from the link's
+// ?token= or by the sign-in form); this script never holds it and only vouches with X-Cai-Session.
 function identity(cfg) {
-  const url = new URL(location.href);
-  const fromUrl = url.searchParams.get("token");
-  if (fromUrl) {  // keep the token out of the address bar and history
-    sessionStorage.setItem("cai-token", fromUrl);
-    url.searchParams.delete("token");
-    history.replaceState(null, "", url.pathname + url.search);
-  }
-  if (cfg.tokens_required) {
-    const t = sessionStorage.getItem("cai-token");
-    return t ? { "X-Cai-Token": t } : null;
-  }
+  if (cfg.tokens_required) return { "X-Cai-Session": "1" };
   const name = localStorage.getItem("cai-annotator");
   return name ? { "X-Cai-Annotator": name } : null;
 }
@@ -154,10 +146,9 @@ async function start() {
     try {
       await loadNext();
       return;
-    } catch (e) {  // a stored name or token the server refuses: ask again
-      sessionStorage.removeItem("cai-token");
+    } catch (e) {  // no session yet, or a stored name or token the server refuses: ask
       localStorage.removeItem("cai-annotator");
-      $("login-error").textContent = e.message;
+      if (!cfg.tokens_required) $("login-error").textContent = e.message;
     }
   }
   $("login").hidden = false;
@@ -166,10 +157,14 @@ async function start() {
   $(cfg.tokens_required ? "login-token" : "login-name").focus();
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    if (cfg.tokens_required) sessionStorage.setItem("cai-token", $("login-token").value.trim());
-    else localStorage.setItem("cai-annotator", $("login-name").value.trim());
-    state.headers = identity(cfg);
     try {
+      if (cfg.tokens_required) {
+        state.headers = identity(cfg);
+        await api("/api/session", { token: $("login-token").value.trim() });
+      } else {
+        localStorage.setItem("cai-annotator", $("login-name").value.trim());
+        state.headers = identity(cfg);
+      }
       await loadNext();
       $("login").hidden = true;
       $("login-error").textContent = "";

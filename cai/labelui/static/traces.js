@@ -4,10 +4,10 @@
 
 const $ = (id) => document.getElementById(id);
 
-// With annotator tokens (a remote bind) the trace API wants the token the comparison page stored.
+// With annotator tokens (a remote bind) the trace API wants the session cookie the comparison page's sign-in
+// set; X-Cai-Session vouches that this request comes from the app's own script.
 function get(path) {
-  const token = sessionStorage.getItem("cai-token");
-  return fetch(path, { headers: token ? { "X-Cai-Token": token } : {} });
+  return fetch(path, { headers: { "X-Cai-Session": "1" } });
 }
 
 function el(tag, cls, text) {
