@@ -7,7 +7,6 @@ from cai.engine.base import Scored
 from cai.engine.cached import CachedEngine
 from cai.feedback.config import LabelConfig
 from cai.feedback.judge import Comparison, Judge
-from cai.feedback.soft_labels import option_probs
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +40,58 @@ def _cmps():
             Comparison("p3", "What is 2+2?", "4", "5")]
 
 
-def test_judge_reads_option_logprobs_in_both_orders(engine, harmless):
-    judge = Judge(engine, harmless, LabelConfig(few_shot=False, principles=2))
+class Recorder(Shim):
+    """The engine, keeping every prompt the judge sends for option log-probs."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.sent: list[list[int]] = []
+
+    def top_logprobs(self, prompts, k=20):
+        self.sent += [list(p) for p in prompts]
+        return self.inner.top_logprobs(prompts, k)
+
+
+def _expected_p_first(model, tok, ids: list[int], a_ids: list[int], b_ids: list[int], k: int = 20):
+    """p(A) / (p(A) + p(B)) from a plain transformers forward over the whole vocabulary (not the engine, not
+    cai's option code), read as the judge defines it: a letter sums its spellings that are among the k most
+    likely next tokens; a letter with none there counts its canonical token, scored exactly."""
+    import torch
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)  # (V,)
+    top = set(logp.topk(k).indices.tolist())
+    masses = []
+    for variants, letter in ((a_ids, "A"), (b_ids, "B")):
+        seen = [t for t in variants if t in top]
+        canon = tok(letter, add_special_tokens=False)["input_ids"]
+        masses.append(float(logp[seen].exp().sum()) if seen else float(logp[canon[0]].exp()))
+    return masses[0] / (masses[0] + masses[1]), 1 - masses[0] - masses[1]
+
+
+def test_judge_reads_option_logprobs_in_both_orders(engine, harmless, tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    rec = Recorder(engine)
+    judge = Judge(rec, harmless, LabelConfig(few_shot=False, principles=2))
     cmps = judge.judge(_cmps())
-    for cmp in cmps:
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    # the option letters' spellings, from the vocabulary by hand: "A", " A", "(A", " (A" (and B)
+    decoded = [tok.decode([i]) for i in range(len(tok))]
+    spell = {x: [i for i, d in enumerate(decoded) if d.strip().removeprefix("(").strip() == x] for x in "AB"}
+    assert tok("A", add_special_tokens=False)["input_ids"][0] in spell["A"] and len(spell["A"]) >= 2
+    assert len(rec.sent) == 4 * len(cmps)  # 2 principles × 2 orders per pair, in one batch
+    for n, cmp in enumerate(cmps):
         assert cmp.error is None and len(cmp.principles) == 2
-        assert cmp.p_ab != cmp.p_ba  # the two orders are different prompts
-    # p_ab of the first pair is the mean over its 2 principles of the normalised option mass, recomputed here
-    cmp, fresh = cmps[0], Comparison("p1", cmps[0].prompt, cmps[0].r1, cmps[0].r2, principles=cmps[0].principles)
-    ids = judge._ids(fresh, fresh.r1, fresh.r2)  # [pr0 ab, pr0 ba, pr1 ab, pr1 ba]
-    probs = [r.value for r in judge.option_probs(ids)]
-    assert cmp.p_ab == pytest.approx((probs[0].p_first + probs[2].p_first) / 2, abs=1e-6)
-    assert cmp.p_ba == pytest.approx((probs[1].p_first + probs[3].p_first) / 2, abs=1e-6)
-    assert cmp.mass_outside == pytest.approx(sum(p.mass_outside for p in probs) / 4, abs=1e-6)
-    # hand-computed values on known log-probs: tests/test_hardening_feedback.py
-    top = engine.top_logprobs([ids[0]], k=20)[0].value
-    a, b = judge.options.variants
-    if any(t in top for t in a) and any(t in top for t in b):
-        assert probs[0].p_first == pytest.approx(option_probs(top, a, b).p_first)
+        sent = rec.sent[4 * n:4 * n + 4]  # [principle 0 ab, principle 0 ba, principle 1 ab, principle 1 ba]
+        for j, ids in enumerate(sent):
+            text = tok.decode(ids)
+            first, second = (cmp.r1, cmp.r2) if j % 2 == 0 else (cmp.r2, cmp.r1)
+            assert text.index(f"(A) {first}") < text.index(f"(B) {second}"), text
+        expected = [_expected_p_first(model, tok, ids, spell["A"], spell["B"]) for ids in sent]
+        assert cmp.p_ab == pytest.approx((expected[0][0] + expected[2][0]) / 2, abs=2e-3)
+        assert cmp.p_ba == pytest.approx((expected[1][0] + expected[3][0]) / 2, abs=2e-3)
+        assert cmp.mass_outside == pytest.approx(sum(e[1] for e in expected) / 4, abs=2e-3)
+        assert abs(cmp.p_ab - 0.5) > 1e-4 or abs(cmp.p_ba - 0.5) > 1e-4  # not the "no letter seen" fallback
     # same key -> same principles (seeded), independent of batch
     assert [p.id for p in judge.principles_for("p1")] == [p.id for p in cmps[0].principles]
 

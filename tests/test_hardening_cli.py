@@ -100,10 +100,9 @@ CASES = [
     ("cdpo without p_chosen", lambda t, m: _train("dpo", m, make_prefs_dataset(t / "hard", 8, soft=False), t,
                                                   "loss_type=cdpo"),
      r"loss_type: cdpo needs soft labels .*this data has no p_chosen"),
-    ("robust with a held-out pair at 0.5", lambda t, m: _train("dpo", m, _prefs_jsonl(t, [{"p_chosen": 0.9}] * 4),
-                                                               t, "loss_type=robust", "data.eval_fraction=0",
-                                                               f"data.eval_path={_half(t)}"),
-     r"soft_labels: robust DPO needs .*held-out pairs have p_chosen <= 0\.5"),
+    ("robust on coin-flip soft labels", lambda t, m: _train("dpo", m, _prefs_jsonl(t, [{"p_chosen": 0.5}] * 4),
+                                                            t, "loss_type=robust", "data.eval_fraction=0"),
+     r"robust_epsilon: auto: the soft labels give ε = 0\.500 .*scale the loss unbounded"),
 ]
 
 
@@ -125,10 +124,6 @@ def _latin1(t: Path) -> Path:
     p.write_bytes(b'{"prompt": "Hi?", "chosen": "ok", "rejected": "no"}\n{"prompt": "caf\xe9", "chosen": "a", '
                   b'"rejected": "b"}\n')
     return p
-
-
-def _half(t: Path) -> Path:
-    return _jsonl(t / "held.jsonl", [{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go.", "p_chosen": 0.5}])
 
 
 @pytest.mark.parametrize("name,build,expect", CASES, ids=[c[0] for c in CASES])

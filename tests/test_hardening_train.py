@@ -1,6 +1,6 @@
 """Soft labels in training, with numbers: a policy that differs from its reference (so h != 0 and the loss
-depends on ε), per-pair ε = 1 − p_chosen for cDPO and robust DPO, soft targets and per-row margins for
-the reward model. Each is checked against a hand computation from independent forwards, the DPO trainer's
+depends on ε), per-pair ε = 1 − p_chosen for cDPO, one dataset-wide ε = mean(1 − p_chosen) for robust
+DPO, soft targets and per-row margins (hard labels only) for the reward model. Each is checked against a hand computation from independent forwards, the DPO trainer's
 logged step-1 loss end to end, and TRL where TRL has the variant (cDPO as `sigmoid` with label smoothing,
 robust DPO). Also: the final model is published atomically."""
 from __future__ import annotations
@@ -61,11 +61,12 @@ def by_hand(models, tok, loss_type: str) -> list[float]:
     out = []
     for (pc, pr), (rc, rr), row in zip(pol, ref, ROWS):
         h = (pc - rc) - (pr - rr)
-        eps = 1 - row["p_chosen"]
         assert abs(BETA * h) > 1e-3  # the policy is not its reference: ε matters
         if loss_type == "cdpo":
+            eps = 1 - row["p_chosen"]  # cDPO: per pair
             out.append((1 - eps) * nls(BETA * h) + eps * nls(-BETA * h))
         else:
+            eps = ((1 - 0.9) + (1 - 0.7)) / 2  # robust: one ε for the data set, mean(1 − p) = 0.2
             out.append(((1 - eps) * nls(BETA * h) - eps * nls(-BETA * h)) / (1 - 2 * eps))
     return out
 
@@ -104,7 +105,7 @@ def test_rpo_adds_alpha_times_the_chosen_per_token_nll(models, tok, tmp_path):
 
 
 def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):
-    """With the same p_chosen on every pair, ε = 1 − p is TRL's scalar label_smoothing."""
+    """With the same p_chosen on every pair, robust DPO's ε = mean(1 − p) = 0.2 is TRL's scalar label_smoothing."""
     import trl
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -125,11 +126,13 @@ def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):
     ref_c = torch.tensor([c for c, _ in ref], dtype=torch.float32)  # (2,)
     ref_r = torch.tensor([r for _, r in ref], dtype=torch.float32)  # (2,)
     # TRL 1.16's "sigmoid" loss ignores label_smoothing, so cDPO has no TRL counterpart (it is checked by hand
-    # above); robust DPO reads it, and its per-pair ε = 1 − p must equal TRL's scalar ε here.
+    # above); robust DPO reads it, and the ε that `robust_epsilon: auto` estimates must equal TRL's here.
     cfg = DPOConfig(loss_type="robust", beta=BETA)
+    eps = dpo.robust_epsilon(cfg, data.Prepared(exs, [], data.Counts(), {}), True)
+    assert eps == pytest.approx(0.2)
     with torch.no_grad():
         ours = dpo.pair_losses(policy, exs, ref_c, ref_r, cfg, True, dpo.losses.DPO_LOSSES["robust"],
-                               tok.pad_token_id, "cpu")["loss"].mean().item()
+                               tok.pad_token_id, "cpu", robust_eps=eps)["loss"].mean().item()
     tr.loss_types, tr.label_smoothing = ["robust"], 0.2
     with torch.no_grad():
         theirs = tr.compute_loss(tr.model, dict(trl_batch)).item()
@@ -140,21 +143,24 @@ def test_soft_robust_matches_trl_at_a_shared_p(models, tok, tmp_path):
 def test_rm_soft_labels_and_per_row_margin_by_hand(models, tok):
     torch.manual_seed(0)
     module = forward.LastTokenReward(rm.load_reward_model(models[0], "float32", tok.pad_token_id))
-    rows = [{**ROWS[0], "margin": 0.5}, {**ROWS[1]}]  # row 2 has no margin: the config's (0.25) applies
+    rows = [{**ROWS[0], "margin": 0.5}, {**ROWS[1]}]  # row 2 has no margin
     exs = [data.tokenize_pair_rm(tok, r, 1024, data.Counts()) for r in rows]
-    cfg = RMConfig(margin=0.25)
     with torch.no_grad():
-        out = rm.pair_losses(module, exs, cfg, True, tok.pad_token_id, "cpu")
         rewards = [module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).item()
                    for e in exs for ids in (e.chosen_ids, e.rejected_ids)]
-    want = []
-    for (rc, rr), m, row in zip([rewards[0:2], rewards[2:4]], (0.5, 0.25), rows):
-        d, p = rc - rr, row["p_chosen"]
-        want.append(p * nls(d - m) + (1 - p) * nls(-d - m))
-    assert out["loss"].tolist() == pytest.approx(want, abs=1e-5)
-    # hard labels (p = 1) and no config margin: row 1 still uses its own margin column, row 2 none
-    hard = rm.pair_losses(module, exs, RMConfig(), False, tok.pad_token_id, "cpu")["loss"]
-    assert hard.tolist() == pytest.approx([nls(rewards[0] - rewards[1] - 0.5), nls(rewards[2] - rewards[3])], abs=1e-5)
+        # soft labels, no margin: −[p log σ(d) + (1 − p) log σ(−d)] per pair
+        soft_rows = [data.tokenize_pair_rm(tok, r, 1024, data.Counts()) for r in ROWS]
+        soft = rm.pair_losses(module, soft_rows, RMConfig(), True, tok.pad_token_id, "cpu")["loss"]
+        want = [p * nls(rc - rr) + (1 - p) * nls(rr - rc)
+                for (rc, rr), p in zip([rewards[0:2], rewards[2:4]], (0.9, 0.7))]
+        assert soft.tolist() == pytest.approx(want, abs=1e-5)
+        # a margin on soft-labelled pairs would move the optimum off logit(p): refused, not trained
+        with pytest.raises(ValueError, match="margin is for hard labels"):
+            rm.pair_losses(module, exs, RMConfig(margin=0.25), True, tok.pad_token_id, "cpu")
+        # hard labels (p = 1) and config margin 0.25: row 1 uses its own margin column, row 2 the config's
+        hard = rm.pair_losses(module, exs, RMConfig(margin=0.25), False, tok.pad_token_id, "cpu")["loss"]
+    assert hard.tolist() == pytest.approx([nls(rewards[0] - rewards[1] - 0.5), nls(rewards[2] - rewards[3] - 0.25)],
+                                          abs=1e-5)
 
 
 def test_final_model_is_published_config_last(tmp_path, models, monkeypatch):

@@ -148,7 +148,7 @@ def test_binding_tokens_and_host_header(tmp_path):
     assert TestClient(app, base_url="http://evil.example").get("/api/config").status_code == 421
     r = local.get("/")
     assert "script-src 'self'" in r.headers["content-security-policy"] and "<script src=\"/static/app.js\"" in r.text
-    assert local.get("/static/../server.py").status_code == 404
+    # (a `..` in a static path is checked over a raw socket: test_static_files_refuse_raw_traversal_paths)
     tr = local.get("/api/traces/c1").json()
     assert [x["principle_id"] for x in tr["rounds"]] == ["harm-general", "harm-to-others"]
     assert tr["rounds"][0]["principle_text"].startswith("Point out every way")
@@ -306,3 +306,40 @@ def test_label_ui_and_export_mistakes_are_one_line(tmp_path):
         r = run_cai(*args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (args, r.stderr)
     assert notes.read_text() == "my notes\n" and not (tmp_path / "o").exists()
+
+
+def test_static_files_refuse_raw_traversal_paths(tmp_path):
+    """httpx/TestClient normalise `/static/../server.py` to `/server.py` before sending it, so only a raw
+    request line tests the whitelist: http.client sends the path byte for byte. Control: the same connection
+    gets app.js itself, and a path that is not a traversal, but also not whitelisted, is refused too."""
+    import http.client
+    from pathlib import Path
+
+    import cai.labelui.server as server
+    source = Path(server.__file__).read_bytes()
+    data = make_critique_dataset(tmp_path / "c", 2)
+    proc, url = start_server(data, "--db", str(tmp_path / "l.sqlite"))
+    try:
+        host, port = url.removeprefix("http://").split(":")
+
+        def raw_get(path: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, r.read()
+            finally:
+                conn.close()
+
+        status, body = raw_get("/static/app.js")
+        assert status == 200 and body == (Path(server.__file__).parent / "static" / "app.js").read_bytes()
+        for path in ("/static/../server.py", "/static/..%2fserver.py", "/static/%2e%2e%2fserver.py",
+                     "/static/%2e%2e/server.py", "/static/..%5cserver.py", "/static/....//server.py",
+                     "/static/app.js/../../server.py", "/static/../../../pyproject.toml", "/static/server.py",
+                     "/static/index.html%00.js"):
+            status, body = raw_get(path)
+            assert status == 404, (path, status)
+            assert b"def create_app" not in body and source[:200] not in body, path
+    finally:
+        proc.kill()
+        proc.wait()

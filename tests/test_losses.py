@@ -45,6 +45,27 @@ def test_bradley_terry_hard_soft_and_margin():
     # margin 1: −log σ(2 − 1) = 0.3132617
     close(losses.bradley_terry_loss(rc, rr, margin=1.0), [LOG_SIG_NEG1])
     close(losses.bradley_terry_loss(rc, rr, T([1.0])), [LOG_SIG_NEG2])
+    # hard p = 0 with margin 1: rejected won, −log σ(−2 − 1) = log(1 + e³) = 3.0485874
+    close(losses.bradley_terry_loss(rc, rr, T([0.0]), 1.0), [math.log(1 + math.e ** 3)])
+
+
+def test_bradley_terry_soft_optimum_is_calibrated_and_a_margin_on_soft_labels_is_refused():
+    # p = 0.75: the optimum is d = logit(0.75) = ln 3, where the loss is the label's entropy
+    # 0.75·ln(4/3) + 0.25·ln 4 = 0.5623351 and its gradient 0.25·σ(ln 3) − 0.75·σ(−ln 3) = 0.1875 − 0.1875 = 0
+    d = T([math.log(3)], requires_grad=True)
+    loss = losses.bradley_terry_loss(d, T([0.0]), T([0.75]))
+    close(loss.detach(), [0.75 * math.log(4 / 3) + 0.25 * math.log(4)])
+    loss.sum().backward()
+    close(d.grad, [0.0])
+    # with margin 1 the two-sided soft loss would sit at σ(d*) = 0.856 (d* = 1.782 solves
+    # 0.75·σ(1 − d) = 0.25·σ(d + 1)), not 0.75: refused, per pair and for a scalar margin
+    with pytest.raises(ValueError, match="margin is for hard labels"):
+        losses.bradley_terry_loss(T([1.782]), T([0.0]), T([0.75]), 1.0)
+    with pytest.raises(ValueError, match="margin is for hard labels"):
+        losses.bradley_terry_loss(T([2.0, 2.0]), T([0.0, 0.0]), T([1.0, 0.75]), T([1.0, 0.5]))
+    # a margin only on the hard pair of a mixed batch is fine: [−log σ(2 − 1), 0.626928 (p = 0.75, no margin)]
+    close(losses.bradley_terry_loss(T([2.0, 2.0]), T([0.0, 0.0]), T([1.0, 0.75]), T([1.0, 0.0])),
+          [LOG_SIG_NEG1, 0.6269280])
 
 
 def test_center_rewards_and_normalization():
@@ -73,6 +94,27 @@ def test_dpo_robust():
     # (0.8·0.3132617 − 0.2·1.3132617) / 0.6 = −0.0200715
     close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, 0.2), [-0.0200715])
     close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, 0.0), [LOG_SIG_NEG1])
+    close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, T(0.2)), [-0.0200715])  # a 0-d tensor is one number
+
+
+def test_dpo_robust_takes_one_flip_rate_not_one_per_pair():
+    # per pair, ε = 1 − p = 0.49 at p = 0.51 would divide by 1 − 2ε = 0.02: refused
+    with pytest.raises(ValueError, match="one flip rate"):
+        losses.dpo_robust(T([1.0, 1.0]), T([-1.0, -1.0]), 0.5, T([0.05, 0.49]))
+    for bad in (0.5, 0.7, -0.1):
+        with pytest.raises(ValueError, match="0 <= ε < 0.5"):
+            losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, bad)
+    # the dataset's ε from soft labels: mean(1 − p) of [0.95, 0.95, 0.95, 0.51] = (3·0.05 + 0.49)/4 = 0.16
+    eps = losses.flip_rate_from_soft_labels(T([0.95, 0.95, 0.95, 0.51]))
+    assert eps == pytest.approx(0.16)
+    # with one ε every pair gets the same weight: at h = 0 the gradient is −β/(2(1 − 2ε)) = −1/1.36 per pair
+    # (per-pair ε would give −1/1.8 = −0.556 and −1/0.04 = −25: the p = 0.51 pair 45× the others)
+    c = T([0.0, 0.0, 0.0, 0.0], requires_grad=True)
+    losses.dpo_robust(c, T([0.0, 0.0, 0.0, 0.0]), 1.0, eps).sum().backward()
+    close(c.grad, [-1 / 1.36] * 4)
+    # its value at βh = 1 by hand: (0.84·0.3132617 − 0.16·1.3132617) / 0.68 = 0.0779676
+    close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, eps), [(0.84 * LOG_SIG_NEG1 - 0.16 * (1 + LOG_SIG_NEG1)) / 0.68])
+    close(losses.dpo_robust(T([1.0]), T([-1.0]), 0.5, eps), [0.0779676])
 
 
 def test_dpo_ipo_averages_log_ratios_per_token():

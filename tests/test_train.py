@@ -149,6 +149,88 @@ def test_cli_bad_input_is_one_line_exit_2(args, pattern):
     assert __import__("re").search(pattern, lines[0]), lines[0]
 
 
+def test_robust_dpo_epsilon_is_one_flip_rate_in_range():
+    for kw, pattern in (({"loss_type": "robust", "robust_epsilon": 0.5}, r"robust_epsilon: must be a flip rate in "
+                         r"\[0, 0\.5\)"),
+                        ({"loss_type": "robust", "robust_epsilon": -0.1}, r"robust_epsilon: must be a flip rate"),
+                        ({"loss_type": "sigmoid", "robust_epsilon": 0.1}, r"robust_epsilon: only loss_type robust"),
+                        ({"loss_type": "robust", "label_smoothing": 0.1}, r"label_smoothing: robust DPO takes its "
+                         r"flip rate from robust_epsilon")):
+        with pytest.raises(InputError, match=pattern):
+            DPOConfig(**kw)
+    assert DPOConfig(loss_type="robust", robust_epsilon=0.49).robust_epsilon == 0.49
+    assert load_config(DPOConfig, None, ["loss_type=robust", "robust_epsilon=0.2"]).robust_epsilon == 0.2
+
+
+def _pairs(path: Path, ps: list[float]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": f"Tell me about topic {i}.", "chosen": f"Topic {i} is a subject of "
+                                        "study with a long history.", "rejected": "No.", "p_chosen": p}) + "\n"
+                            for i, p in enumerate(ps)))
+    return path
+
+
+def _dpo(tiny, data, out, *extra) -> list[str]:
+    return ["train", "dpo", f"model={tiny}", f"data.path={data}", f"run.output_dir={out}", "data.eval_fraction=0",
+            "run.batch_size=8", "run.micro_batch_size=4", "run.progress=false", "run.save_every=0",
+            f"ref_cache_dir={out.parent / 'ref'}", *extra]
+
+
+def test_robust_dpo_near_p_half_is_refused_not_run_away(tiny, tmp_path, capsys):
+    """The reproduction: robust DPO at lr 1e-4 on 8 pairs at p = 0.51 fell 0.693, 0.693, −32, −76, ... with
+    per-pair ε = 0.49 (the loss ×50, no lower bound). One ε for the data set, estimated at 0.49 here, is
+    refused with one line naming the field; nothing is trained."""
+    from cai import cli
+    out = tmp_path / "run"
+    assert cli.main(_dpo(tiny, _pairs(tmp_path / "p.jsonl", [0.51] * 8), out, "loss_type=robust",
+                         "optim.lr=1e-4", "run.max_steps=8")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "robust_epsilon: auto: the soft labels give ε = 0.490" in err[0], err
+    assert "×50" in err[0] and not (out / "metrics.jsonl").exists()
+
+
+def test_robust_dpo_weighs_every_pair_alike_with_one_epsilon(tiny, tmp_path):
+    """At step 1 the policy is its reference, so h = 0 for every pair and robust DPO's gradient is plain
+    DPO's times 1/(1 − 2ε) (d/dh of [(1−ε)·s(βh) − ε·s(−βh)]/(1−2ε) at 0 is −β/2/(1−2ε)), when ε is one number.
+    Six pairs at p = 0.95 and two at p = 0.51 give ε = (6·0.05 + 2·0.49)/8 = 0.16, so the ratio of the
+    pre-clip gradient norms is 1/0.68 = 1.4706. (Per-pair ε weighted the p = 0.51 pairs ×50 against ×1.1.)"""
+    from cai import cli
+    from cai.train import metrics
+    data = _pairs(tmp_path / "p.jsonl", [0.95] * 6 + [0.51] * 2)
+    norms = {}
+    for loss in ("sigmoid", "robust"):
+        out = tmp_path / loss
+        assert cli.main(_dpo(tiny, data, out, f"loss_type={loss}", "soft_labels=" + str(loss == "robust").lower(),
+                             "run.max_steps=1", "optim.max_grad_norm=0")) == 0
+        step1 = metrics.read_metrics(out / "metrics.jsonl")[0]
+        assert step1["loss"] == pytest.approx(0.693147, abs=1e-5)  # h = 0: ln 2 for both
+        norms[loss] = step1["grad_norm"]
+    assert norms["robust"] / norms["sigmoid"] == pytest.approx(1 / (1 - 2 * 0.16), rel=1e-3)
+    # the model card records the ε it trained with
+    card = (tmp_path / "robust" / "README.md").read_text()
+    assert float(__import__("re").search(r'"robust_epsilon": ([0-9.e-]+)', card).group(1)) == pytest.approx(0.16)
+
+
+def test_rm_margin_on_soft_labels_is_refused(tiny, tmp_path, capsys):
+    """A margin with soft p_chosen would train σ(r_c − r_r) to 0.856 at p = 0.75, margin 1 (not 0.75): one
+    line naming the field, nothing trained; hard labels keep their margin."""
+    from cai import cli
+    soft = _pairs(tmp_path / "soft.jsonl", [0.75] * 4)
+    base = ["train", "rm", f"model={tiny}", "data.eval_fraction=0", "run.batch_size=2", "run.micro_batch_size=2",
+            "run.max_steps=1", "run.progress=false"]
+    assert cli.main([*base, f"data.path={soft}", f"run.output_dir={tmp_path / 'a'}", "margin=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "margin: a margin is for hard labels" in err[0] and "0.856" in err[0], err
+    col = tmp_path / "col.jsonl"
+    col.write_text("".join(json.dumps({**json.loads(line), "margin": 1.0}) + "\n"
+                           for line in soft.read_text().splitlines()))
+    assert cli.main([*base, f"data.path={col}", f"run.output_dir={tmp_path / 'b'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "soft_labels: a margin is for hard labels" in err[0] and "margin column" in err[0], err
+    assert not (tmp_path / "a" / "metrics.jsonl").exists() and not (tmp_path / "b" / "metrics.jsonl").exists()
+    # the same pairs as hard labels train with the margin
+    assert cli.main([*base, f"data.path={col}", f"run.output_dir={tmp_path / 'c'}", "soft_labels=false"]) == 0
+
+
 def test_cli_missing_columns_and_lora_targets(tiny, tmp_path):
     sft = make_sft_dataset(tmp_path / "sft", 8)
     r = cai("train", "dpo", f"model={tiny}", f"data.path={sft}", "data.config=sft", f"run.output_dir={tmp_path}/o")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import threading
 import time
@@ -24,6 +25,18 @@ from cai.models import cache_dir
 
 STATE = ".cai"
 _RECORD_DELAY = float(os.environ.get("CAI_RECORD_DELAY", "0") or 0)
+# How long a new run waits for a judge worker of a killed run to die (it dies with its parent within about
+# a second: a parent-death signal and a watchdog) before it refuses the directory.
+WORKER_EXIT_WAIT_S = 10.0
+
+
+def pause_point(name: str) -> None:
+    """A named point where a kill -9 test can stop a process deterministically, not by timing:
+    `CAI_PAUSE_AT=name` sleeps there for good, so that a test can kill this process or its parent while it
+    waits. Unset, it costs one environment lookup."""
+    if os.environ.get("CAI_PAUSE_AT") == name:
+        while True:
+            time.sleep(3600)
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -60,12 +73,12 @@ _CAI_FILES = ("README.md", "manifest.json")
 
 
 def _cai_written_entries(out: Path) -> list[Path]:
-    """Entries of `out` that cai wrote: its state (minus the lock), card, manifest and config folders
+    """Entries of `out` that cai wrote: its state (minus the locks), card, manifest and config folders
     holding nothing but Parquet shards (and their temp files)."""
     keep: list[Path] = []
     for e in out.iterdir():
         if e.name == STATE:
-            keep += [x for x in e.iterdir() if x.name != "lock"]
+            keep += [x for x in e.iterdir() if x.name not in ("lock", WORKER_LOCK)]
         elif e.is_file() and e.name in _CAI_FILES:
             keep.append(e)
         elif e.is_dir() and not e.is_symlink() and any(e.iterdir()) and all(
@@ -98,7 +111,8 @@ def check_output_dir(out: str | Path, inputs: list | tuple = ()) -> None:
                          file=out, field="--out")
     state = out / STATE
     if out.is_dir() and any(out.iterdir()) and not (state / "run.json").is_file():
-        only_lock = [e.name for e in out.iterdir()] == [STATE] and all(x.name == "lock" for x in state.iterdir())
+        only_lock = ([e.name for e in out.iterdir()] == [STATE]
+                     and {x.name for x in state.iterdir()} <= {"lock", WORKER_LOCK})
         if not only_lock:
             raise InputError("output directory is not empty and was not written by cai (no .cai/run.json); "
                              "cai never deletes files it did not write: choose another --out or empty it",
@@ -156,6 +170,11 @@ class RunDir:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
+        try:
+            _wait_for_worker(self.state, self.out)
+        except InputError:
+            self.release()
+            raise
 
     def release(self) -> None:
         if self._lock_fh is not None:
@@ -176,14 +195,95 @@ class RunDir:
                     raise InputError(f"output directory holds a run with a different configuration "
                                      f"(changed: {', '.join(changed) or '?'}); pass --overwrite to replace it",
                                      file=self.out, field="out")
-                for e in _cai_written_entries(self.out):
-                    shutil.rmtree(e) if e.is_dir() else e.unlink()
+                # The marker last: a kill part-way leaves the old run.json, so the directory is still cai's and
+                # a rerun with --overwrite finishes the job; the new marker then replaces it atomically. Entries
+                # outside .cai/ are first renamed into .cai/trash/ (atomic), so none is ever left half-deleted
+                # where it would no longer look like cai's (an emptied config folder).
+                entries = _cai_written_entries(self.out)
+                trash = self.state / "trash"
+                for e in sorted(entries, key=lambda e: e.parent != self.state):  # .cai/ first: an old trash too
+                    if e == run_file:
+                        continue
+                    if e.parent == self.state:
+                        shutil.rmtree(e) if e.is_dir() else e.unlink()
+                    else:
+                        trash.mkdir(exist_ok=True)
+                        os.rename(e, trash / e.name)
+                if trash.exists():
+                    shutil.rmtree(trash)
+                fsync_dir(self.state)
+                write_durable(run_file, json.dumps({"fingerprint": self.fp, "config": config}, indent=2, default=str))
         if not run_file.is_file():
             write_durable(run_file, json.dumps({"fingerprint": self.fp, "config": config}, indent=2, default=str))
         return self
 
     def log(self, name: str) -> "RecordLog":
         return RecordLog(self.state / "records" / name)
+
+
+# ---- worker processes of a run ---------------------------------------------------------------------------
+# A run that opens an engine in a child process (the judge of `cai rlaif`) ties the child to itself: the
+# child dies with its parent (a parent-death signal, and a watchdog where there is none), and holds
+# `.cai/worker.lock` while alive, so a rerun never writes the same records beside an orphan.
+WORKER_LOCK = "worker.lock"
+_worker_lock_fh = None
+
+
+def _wait_for_worker(state: Path, out: Path) -> None:
+    """Return once no worker process of an earlier run holds `state/worker.lock`; refuse after
+    WORKER_EXIT_WAIT_S (a worker that outlives its parent that long was not started by this cai)."""
+    import fcntl
+    path = state / WORKER_LOCK
+    if not path.is_file():
+        return
+    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
+    with open(path, "a+") as fh:
+        while True:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "?"
+                raise InputError(f"a worker process (pid {holder}) of an earlier run still writes this output "
+                                 "directory; wait for it to exit or kill it", file=out, field="--out") from None
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+            return
+
+
+def tie_worker_to_parent(parent_pid: int, state: str | Path) -> None:
+    """Run in a worker process as it starts (a `multiprocessing` initializer): die when `parent_pid` dies,
+    and hold the run's worker lock for life.
+
+    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL), so the kernel kills this process the moment its parent dies.
+    Everywhere: a watchdog thread that polls getppid() and kills this process once it no longer names the
+    parent (an orphan is re-parented), which also covers a parent that died before the prctl call."""
+    import fcntl
+    global _worker_lock_fh
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+
+    def watchdog():
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watchdog, name="cai-parent-watchdog", daemon=True).start()
+    fh = open(Path(state) / WORKER_LOCK, "a+")  # noqa: SIM115 - held until the process dies
+    fcntl.lockf(fh, fcntl.LOCK_EX)  # the parent checked it is free; the kernel drops it when we die
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    _worker_lock_fh = fh
 
 
 def content_digest(items: list) -> str:

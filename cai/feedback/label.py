@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,7 @@ from cai.config import core
 from cai.constitution import load_constitution
 from cai.data.layout import write_dataset
 from cai.data.sources import as_messages, load_prompts, read_rows
-from cai.data.store import RecordLog, RunDir, content_digest
+from cai.data.store import RecordLog, RunDir, content_digest, pause_point, tie_worker_to_parent
 from cai.engine.base import Engine
 from cai.engine.config import EngineConfig, engine_config
 from cai.errors import InputError
@@ -291,9 +292,11 @@ class _Counters:
 
 def judge_in_subprocess(judge: EngineConfig, constitution, lcfg: LabelConfig, run, pairs: list[dict[str, Any]]):
     """Label `pairs` with a judge engine opened in a fresh (spawned) process, appending to `run`'s `prefs`
-    record log; returns (records, judge provenance, engine counters). A failure in the child is raised here."""
+    record log; returns (records, judge provenance, engine counters). A failure in the child is raised here.
+    The child dies with this process (even by kill -9) and holds the run's worker lock while it lives, so a
+    rerun never starts a second judge beside an orphan (`cai.data.store.tie_worker_to_parent`)."""
     ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with ctx.Pool(1, initializer=tie_worker_to_parent, initargs=(os.getpid(), str(run.state))) as pool:
         lprov, counters = pool.apply(_judge_worker, (judge, str(constitution)
                                                      if not hasattr(constitution, "hash") else constitution,
                                                      lcfg, str(run.state), pairs))
@@ -307,6 +310,7 @@ def _judge_worker(judge: EngineConfig, constitution, lcfg: LabelConfig, state: s
         def log(self, name):
             return RecordLog(Path(state) / "records" / name)
 
+    pause_point("judge-worker")  # kill -9 tests: tied to its parent, holding the worker lock, not yet judging
     c = load_constitution(constitution) if isinstance(constitution, str) else constitution
     engine = open_engine(judge, seed=lcfg.seed)
     label_core(Judge(engine, c, lcfg), _Run(), pairs)

@@ -189,7 +189,8 @@ class RMConfig:
     """Train on `p_chosen` as a soft target when the column exists (hard labels otherwise)."""
     margin: float = 0.0
     """Margin m in −log σ(r_c − r_r − m) (Llama 2); 0 disables it. A per-row `margin` column in the data
-    replaces it for that row, as in TRL's RewardTrainer."""
+    replaces it for that row, as in TRL's RewardTrainer. For hard labels only: on pairs trained with a soft
+    `p_chosen` a margin would make the rewards overconfident, so that combination is refused."""
     center_rewards_coefficient: float = 0.0
     """Weight of the (r_c + r_r)² term that keeps rewards centred (Eisenstein et al. 2023); 0 disables it."""
     normalize_with: str = ""
@@ -228,9 +229,17 @@ class DPOConfig:
     beta: float = 0.1
     """KL strength β (τ for IPO)."""
     label_smoothing: float = 0.0
-    """Assumed label-flip rate ε for cdpo/robust (and sigmoid, where it is cDPO)."""
+    """cDPO's label smoothing ε, the same for every pair (loss_type cdpo, or sigmoid, where it is cDPO).
+    Robust DPO reads `robust_epsilon` instead."""
     soft_labels: bool = True
-    """When the data has `p_chosen`, use ε = 1 − p_chosen per pair instead of `label_smoothing`."""
+    """When the data has `p_chosen`: cDPO uses ε = 1 − p_chosen per pair instead of `label_smoothing`, and
+    robust DPO may estimate its one ε from them (`robust_epsilon: auto`)."""
+    robust_epsilon: float | Literal["auto"] = "auto"
+    """Robust DPO's label-flip rate ε (Chowdhury et al. 2024): one number for the whole dataset, in
+    [0, 0.5). "auto" estimates it from the training pairs' soft labels as mean(1 − p_chosen) (it needs a
+    `p_chosen` column) and refuses an estimate above 0.4, where the loss is scaled by 1/(1 − 2ε) > 5 and
+    the labels are close to coin flips (cdpo suits those). Never 1 − p_chosen per pair: that divides by
+    2·p_chosen − 1, so the pairs nearest p = 0.5 would dominate. Only loss_type robust reads it."""
     rpo_alpha: float = 0.0
     """Weight α of the chosen responses' per-token NLL added to the DPO loss (RPO, Pang et al. 2024; TRL's
     `rpo_alpha`, which suggests 1.0). 0 = plain DPO. It keeps the chosen answers likely, so DPO on a small
@@ -247,6 +256,16 @@ class DPOConfig:
             raise InputError("must be in [0, 0.5)", field="label_smoothing")
         if self.rpo_alpha < 0:
             raise InputError("must be >= 0", field="rpo_alpha")
+        if self.robust_epsilon != "auto":
+            if isinstance(self.robust_epsilon, bool) or not 0.0 <= self.robust_epsilon < 0.5:
+                raise InputError(f"must be a flip rate in [0, 0.5) or auto, got {self.robust_epsilon!r} (robust "
+                                 "DPO divides by 1 − 2ε)", field="robust_epsilon")
+            if self.loss_type != "robust":
+                raise InputError(f"only loss_type robust reads it (loss_type is {self.loss_type})",
+                                 field="robust_epsilon")
+        if self.loss_type == "robust" and self.label_smoothing > 0:
+            raise InputError("robust DPO takes its flip rate from robust_epsilon (one number for the dataset); "
+                             "label_smoothing is cDPO's", field="label_smoothing")
         if self.loss_type == "ipo" and self.label_smoothing > 0:
             raise InputError("IPO has no label smoothing; use cdpo or robust, or set label_smoothing=0",
                              field="label_smoothing")

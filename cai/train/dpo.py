@@ -2,7 +2,8 @@
 
 The reference log-probs are computed once before training and cached on disk, keyed by the hashes of
 the tokenised dataset and the reference weights; each step then needs one policy forward/backward over
-chosen and rejected together. Soft AI labels act as per-pair label smoothing ε = 1 − p_chosen.
+chosen and rejected together. Soft AI labels act as per-pair label smoothing ε = 1 − p_chosen in cDPO;
+robust DPO uses one flip rate ε for the dataset (`robust_epsilon`, configured or estimated from them).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from cai.train.metrics import report_data
 METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
                "logps/chosen", "logps/rejected"]
 REF_CACHE_VERSION = "1"
+# The largest flip rate `robust_epsilon: auto` accepts: 1/(1 − 2ε) = 5. Above it the labels are close to coin
+# flips, and robust DPO would amplify them; a user who means it sets the number.
+ROBUST_AUTO_MAX = 0.4
 
 
 def train(cfg: DPOConfig, resume: bool = False) -> Path:
@@ -35,6 +39,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     if soft and cfg.loss_type == "ipo":
         raise config_error(cfg, "loss_type", "IPO cannot use soft labels (p_chosen); set soft_labels: false")
     check_loss_data(cfg, prep, soft)
+    robust_eps = robust_epsilon(cfg, prep, soft)
     report_data(acc, "dpo", prep)
 
     # 2. policy (with LoRA: an adapter over the frozen base)
@@ -71,7 +76,7 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
             with sync:
                 # 6. policy log-probs of chosen and rejected in one forward
                 out = pair_losses(module, [prep.train[i] for i in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
-                                  tok.pad_token_id, acc.device)
+                                  tok.pad_token_id, acc.device, robust_eps=robust_eps)
                 # 7. sum over pairs / global batch; × world because DDP averages gradients over processes
                 acc.backward(out["loss"].sum() / B * world)
             common.accumulate(sums, out)
@@ -88,11 +93,12 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
             ckpt.save(step + 1, {"stage": "dpo"})
         if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and prep.eval:
             metrics.log(step + 1, evaluate(acc, module, prep.eval, ref_c[n_train:], ref_r[n_train:], cfg, soft,
-                                           loss_fn, tok.pad_token_id))
+                                           loss_fn, tok.pad_token_id, robust_eps))
     # 11. final evaluation, model, card, plot
     final = {k: v for k, v in last.items() if k in METRIC_KEYS}
     if prep.eval:
-        ev = evaluate(acc, module, prep.eval, ref_c[n_train:], ref_r[n_train:], cfg, soft, loss_fn, tok.pad_token_id)
+        ev = evaluate(acc, module, prep.eval, ref_c[n_train:], ref_r[n_train:], cfg, soft, loss_fn, tok.pad_token_id,
+                      robust_eps)
         metrics.log(steps, ev)
         final.update(ev)
     metrics.close()
@@ -102,7 +108,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     return common.finish(acc, module, tok, cfg, "dpo", model_path, provenance=prep.provenance,
                          counts=prep.counts.as_dict(), final=final,
                          details={"loss_type": cfg.loss_type, "soft_labels_used": soft, "steps": steps,
-                                  "reference_logps_seconds": round(t_ref, 2)},
+                                  "reference_logps_seconds": round(t_ref, 2),
+                                  **({"robust_epsilon": robust_eps} if cfg.loss_type == "robust" else {})},
                          plot_keys=METRIC_KEYS, plot_title=f"DPO ({cfg.loss_type}, β={cfg.beta})", extra=add_timings)
 
 
@@ -112,24 +119,43 @@ def check_loss_data(cfg: DPOConfig, prep, soft: bool) -> None:
         # without p_chosen and with ε = 0, cDPO *is* plain DPO: the user asked for something else
         raise config_error(cfg, "loss_type", "cdpo needs soft labels (a p_chosen column in the data, with "
                            "soft_labels: true) or label_smoothing > 0; this data has no p_chosen")
-    if soft and cfg.loss_type == "robust":
-        bad = [n for n, exs in (("training", prep.train), ("held-out", prep.eval))
-               if any(e.p_chosen <= 0.5 for e in exs)]
-        if bad:  # robust DPO divides by 1 − 2ε = 2·p_chosen − 1
-            raise config_error(cfg, "soft_labels", f"robust DPO needs ε = 1 − p_chosen < 0.5 for every pair; "
-                               f"some {' and '.join(bad)} pairs have p_chosen <= 0.5 (set soft_labels: false "
-                               "to use label_smoothing, or drop those pairs)")
+
+
+def robust_epsilon(cfg: DPOConfig, prep, soft: bool) -> float:
+    """Robust DPO's one flip rate ε for the dataset: `robust_epsilon`, or with "auto" the training pairs'
+    mean(1 − p_chosen) (`losses.flip_rate_from_soft_labels`), refused above ROBUST_AUTO_MAX. 0 for the
+    other losses."""
+    if cfg.loss_type != "robust":
+        return 0.0
+    if cfg.robust_epsilon != "auto":
+        return float(cfg.robust_epsilon)
+    if not soft:
+        raise config_error(cfg, "robust_epsilon", "auto estimates the flip rate from p_chosen, and this data has "
+                           "no soft labels (or soft_labels is false): set robust_epsilon to the share of flipped "
+                           "labels you expect, e.g. 0.1")
+    eps = losses.flip_rate_from_soft_labels(torch.tensor([e.p_chosen for e in prep.train]))
+    if eps > ROBUST_AUTO_MAX:
+        scale = f"×{1 / (1 - 2 * eps):.0f}" if eps < 0.5 else "unbounded"
+        raise config_error(cfg, "robust_epsilon", f"auto: the soft labels give ε = {eps:.3f} (mean 1 − p_chosen "
+                           f"over {len(prep.train)} training pairs, above {ROBUST_AUTO_MAX}); robust DPO would scale "
+                           f"the loss {scale} and it has no lower bound: use loss_type: cdpo for labels this "
+                           "uncertain, or set robust_epsilon to a number below 0.5")
+    return eps
 
 
 def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg: DPOConfig, soft: bool,
-                loss_fn, pad_id: int, device) -> dict:
-    """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
+                loss_fn, pad_id: int, device, *, robust_eps: float = 0.0) -> dict:
+    """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,)). `robust_eps`: robust DPO's
+    flip rate for the dataset (`robust_epsilon`)."""
     batch = batching.collate_pairs(exs, pad_id)
     logps, n_tok = module(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                           batch["completion_mask"].to(device))  # (2b,), (2b,)
     chosen, rejected = logps.chunk(2)  # (b,) each
     len_c, len_r = n_tok.chunk(2)
-    eps = (1 - batch["p_chosen"].to(device)) if soft else cfg.label_smoothing
+    if cfg.loss_type == "robust":
+        eps = robust_eps  # one population rate (Chowdhury et al. 2024), never 1 − p per pair
+    else:
+        eps = (1 - batch["p_chosen"].to(device)) if soft else cfg.label_smoothing
     c_ratio, r_ratio = chosen - ref_c, rejected - ref_r  # log π/π_ref of each response, (b,)
     loss = loss_fn(c_ratio, r_ratio, cfg.beta, eps, chosen_len=len_c, rejected_len=len_r)  # (b,)
     extra = {}
@@ -153,7 +179,8 @@ def _finish(acc, sums: dict, n_pairs: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, loss_fn, pad_id: int) -> dict:
+def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, loss_fn, pad_id: int,
+             robust_eps: float = 0.0) -> dict:
     """Held-out DPO loss, reward accuracy and margins (pairs split over processes)."""
     module.eval()
     sums: dict = {}
@@ -161,7 +188,7 @@ def evaluate(acc, module, exs: list, ref_c, ref_r, cfg: DPOConfig, soft: bool, l
     for i in range(0, len(mine), cfg.run.micro_batch_size):
         mb = mine[i:i + cfg.run.micro_batch_size]
         common.accumulate(sums, pair_losses(module, [exs[j] for j in mb], ref_c[mb], ref_r[mb], cfg, soft, loss_fn,
-                                      pad_id, acc.device))
+                                      pad_id, acc.device, robust_eps=robust_eps))
     module.train()
     if not sums:  # this process had no held-out pairs
         keys = METRIC_KEYS + ["tokens"] + (["nll/chosen"] if cfg.rpo_alpha > 0 else [])

@@ -62,23 +62,32 @@ def sft_token_nll(token_logp: torch.Tensor) -> torch.Tensor:
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p_chosen: torch.Tensor | None = None,
                        margin: torch.Tensor | float | None = None) -> torch.Tensor:
-    """Bradley-Terry loss on soft labels, per pair.
+    """Bradley-Terry loss on soft labels, or on hard labels with a margin, per pair.
 
-        L = −[ p · log σ(r_c − r_r − m) + (1 − p) · log σ(r_r − r_c − m) ]
+        soft:   L = −[ p · log σ(r_c − r_r) + (1 − p) · log σ(r_r − r_c) ]
+        margin: L = −log σ(r_c − r_r − m)      (p = 1; p = 0 is the same with the sides swapped)
 
     (Bradley & Terry 1952; Ouyang et al. 2022 eq. 1; soft targets as in Bai et al. 2022 §4 / Lee et al.
-    2023). With p = 1 (the default) and m = 0 it is the standard `−log σ(r_c − r_r)` of TRL's RewardTrainer;
-    with p = 1 and a margin it is TRL's `−log σ(r_c − r_r − m)` (Llama 2 §3.2.2).
+    2023). The soft loss is minimised at r_c − r_r = logit(p): the reward difference is calibrated. With
+    p = 1 and m = 0 it is TRL's RewardTrainer loss `−log σ(r_c − r_r)`; with a margin it is TRL's
+    `−log σ(r_c − r_r − m)` (Llama 2 §3.2.2), which is defined for hard labels only. Subtracting m in
+    both terms of the soft loss moves its optimum off logit(p) (p = 0.75, m = 1: σ(r_c − r_r) = 0.856,
+    not 0.75), so a margin on a pair with 0 < p < 1 is refused (ValueError) rather than trained.
 
-    r_chosen, r_rejected: (B,); p_chosen: (B,) in [0, 1] or None; margin: (B,), scalar or None. Returns (B,).
+    r_chosen, r_rejected: (B,); p_chosen: (B,) in [0, 1] or None (= 1); margin: (B,), scalar or None.
+    Returns (B,).
     """
     diff = r_chosen - r_rejected
-    m = 0.0 if margin is None else margin
-    loss = -F.logsigmoid(diff - m)
-    if p_chosen is not None:
-        p = p_chosen.to(diff.dtype)
-        loss = p * loss + (1 - p) * -F.logsigmoid(-diff - m)
-    return loss
+    m = torch.zeros_like(diff) if margin is None else torch.as_tensor(margin, dtype=diff.dtype,
+                                                                       device=diff.device).expand_as(diff)
+    if p_chosen is None:
+        return -F.logsigmoid(diff - m)
+    p = p_chosen.to(diff.dtype)
+    if bool(((m != 0) & (p > 0) & (p < 1)).any()):
+        raise ValueError("a Bradley-Terry margin is for hard labels (p_chosen 0 or 1); "
+                         "with a soft p_chosen it makes the reward overconfident")
+    # hard pairs with a margin: p ∈ {0, 1} keeps one term, each with the margin on the side that won
+    return p * -F.logsigmoid(diff - m) + (1 - p) * -F.logsigmoid(-diff - m)
 
 
 def center_rewards_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -101,8 +110,9 @@ def reward_normalization(rewards: torch.Tensor) -> tuple[float, float]:
 
 # ---- DPO and variants ------------------------------------------------------------------------------------
 # h = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]  (Rafailov et al. 2023, eq. 7)
-# Each variant maps (chosen_logratio, rejected_logratio, β, ε, lengths) -> per-pair loss (B,), where ε is
-# the per-pair label-noise rate (a scalar label_smoothing, or 1 − p_chosen for soft AI labels).
+# Each variant maps (chosen_logratio, rejected_logratio, β, ε, lengths) -> per-pair loss (B,). For cDPO ε is
+# the label-noise rate of each pair (a scalar label_smoothing, or 1 − p_chosen for soft AI labels); for
+# robust DPO it is one flip rate for the whole dataset (a float), never a per-pair tensor.
 
 
 def dpo_sigmoid(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float,
@@ -132,15 +142,36 @@ def dpo_ipo(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta
 
 
 def dpo_robust(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float,
-               eps: torch.Tensor | float = 0.0, **_) -> torch.Tensor:
-    """Robust DPO (Chowdhury et al. 2024, eq. 10), an unbiased loss under label-flip rate ε < 1/2:
+               eps: float = 0.0, **_) -> torch.Tensor:
+    """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO", eq. 10), an unbiased loss under a
+    population label-flip rate ε < 1/2:
 
         L = [ (1 − ε) · (−log σ(β h)) − ε · (−log σ(−β h)) ] / (1 − 2ε)
 
-    Equal to TRL's loss_type="robust" with label_smoothing=ε. Returns (B,).
+    Equal to TRL's loss_type="robust" with label_smoothing=ε. ε is one number for the dataset: the loss
+    scales the gradient at h = 0 by 1/(1 − 2ε) and, for ε > 0, falls without bound as h grows (its
+    slope tends to −βε/(1 − 2ε)); the bias correction holds only in expectation over the flips. Used per
+    pair with ε = 1 − p_chosen, the pairs nearest p = 0.5 would dominate (×50 at p = 0.51), so a tensor ε
+    with more than one value is refused (ValueError); cDPO (`dpo_sigmoid`) is the per-pair loss.
+    eps: a float in [0, 0.5). Returns (B,).
     """
+    if isinstance(eps, torch.Tensor):
+        if eps.numel() != 1:
+            raise ValueError("robust DPO takes one flip rate ε for the dataset, not one per pair")
+        eps = float(eps)
+    if not 0.0 <= eps < 0.5:
+        raise ValueError(f"robust DPO needs 0 <= ε < 0.5, got {eps}")
     h = chosen_logratio - rejected_logratio
     return ((1 - eps) * -F.logsigmoid(beta * h) - eps * -F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+
+def flip_rate_from_soft_labels(p_chosen: torch.Tensor) -> float:
+    """The dataset's label-flip rate implied by its soft labels, ε̂ = mean(1 − p_chosen), for robust DPO's
+    one ε (Chowdhury et al. 2024 treat ε as known; this is its plug-in estimate). If p_chosen is the
+    calibrated probability that `chosen` really is the better response, 1 − p is the chance that this
+    pair's order is flipped, and the mean is the expected share of flipped pairs. p_chosen: (N,) in
+    [0, 1]. Returns a float in [0, 1]."""
+    return float((1 - p_chosen.double()).mean())
 
 
 DPO_LOSSES: dict[str, Callable[..., torch.Tensor]] = {

@@ -18,7 +18,7 @@ import torch
 from cai.data.sources import as_messages
 from cai.errors import InputError
 from cai.train import batching, common, data, forward, losses
-from cai.train.config import RMConfig
+from cai.train.config import RMConfig, config_error
 from cai.train.lora import apply_lora
 from cai.train.metrics import report_data
 
@@ -48,8 +48,9 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     prep = data.prepare(cfg, tok, ("prompt", "chosen", "rejected"),
                         lambda row, counts: data.tokenize_pair_rm(tok, row, cfg.data.max_length, counts))
     norm_seqs, norm_source = normalization_sequences(cfg, tok, prep)  # read now: a bad path fails before training
-    report_data(acc, "rm", prep)
     soft = cfg.soft_labels and any(e.p_chosen != 1.0 for e in prep.train)
+    check_loss_data(cfg, prep, soft)
+    report_data(acc, "rm", prep)
 
     # 2. model: scalar head on the initial LM (with LoRA the head is trained in full)
     model = load_reward_model(model_path, cfg.run.dtype, tok.pad_token_id, cfg.run.gradient_checkpointing)
@@ -114,6 +115,24 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
                          counts=prep.counts.as_dict(), final=final,
                          details={"reward_normalization": norm, "soft_labels_used": soft, "steps": steps},
                          plot_keys=METRIC_KEYS, plot_title="Reward model", extra=add_normalization)
+
+
+def check_loss_data(cfg: RMConfig, prep, soft: bool) -> None:
+    """Refuse a margin on soft-labelled pairs (`losses.bradley_terry_loss`: the optimum would not be
+    logit(p_chosen)), before any model loads."""
+    if not soft:
+        return
+    soft_margin = [e for e in prep.train + prep.eval if 0.0 < e.p_chosen < 1.0 and e.extra.get("margin", cfg.margin)]
+    if not soft_margin:
+        return
+    why = ("a margin is for hard labels: with a soft p_chosen it moves the optimum of r_c − r_r off logit(p) "
+           "(p = 0.75, margin 1: σ(r_c − r_r) = 0.856)")
+    if cfg.margin and not any("margin" in e.extra for e in soft_margin):
+        raise config_error(cfg, "margin", f"{why}; {len(soft_margin)} pairs have a soft p_chosen: set margin: 0, "
+                           "or soft_labels: false to train the hard labels with the margin")
+    raise config_error(cfg, "soft_labels", f"{why}; {len(soft_margin)} pairs of {cfg.data.path} have both a margin "
+                       "column and a soft p_chosen: set soft_labels: false to train the hard labels with the margins, "
+                       "or drop the margin column")
 
 
 def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, device) -> dict:
