@@ -91,11 +91,13 @@ def test_a_length_judge_scores_what_the_rows_say_and_prints_the_baselines(tmp_pa
     assert r["accuracy"]["value"] == 0.5 and r["accuracy"]["ci"] == _wilson(2, 4) and r["accuracy"]["n"] == 4
     assert r["prefer_longer"]["value"] == 0.625 and r["prefer_first"]["value"] == 0.5  # as by hand above
     assert r["position_consistency"]["value"] == 1.0  # a length rule ignores the order
+    assert r["picks_longer"]["value"] == 0.875  # it picks the longer answer in t1, t2, t4; t3 ties: (3 + 0.5) / 4
     assert json.loads((tmp_path / "r.json").read_text())["rates"] == r
     err = capsys.readouterr().err
     assert re.search(r"accuracy \(95% Wilson interval\)\s+0\.500 \[", err)
     assert re.search(r"prefer the longer\s+0\.625 \[.*\] of 4", err)
     assert re.search(r"prefer the first shown\s+0\.500 \[", err)
+    assert re.search(r"judge picks the longer\s+0\.875 \[", err)
 
 
 def test_a_position_biased_judge_is_at_chance_and_never_consistent(tmp_path, tok):
@@ -104,6 +106,7 @@ def test_a_position_biased_judge_is_at_chance_and_never_consistent(tmp_path, tok
     # p_a = (0.9 + 1 - 0.9) / 2 = 0.5 -> always A: right on the 2 pairs labelled A
     assert rep["rates"]["accuracy"]["value"] == 0.5
     assert rep["rates"]["position_consistency"]["value"] == 0.0  # each order prefers whatever is first
+    assert rep["rates"]["picks_longer"]["value"] == 0.375  # A is longer in t1 only; t3 ties: (1 + 0.5) / 4
     # scored in one order only it is exactly the "prefer the first shown" rule
     assert rep["accuracy_first_order_only"] == rep["rates"]["prefer_first"]["value"] == 0.5
 

@@ -76,13 +76,19 @@ def n_words(text: str) -> int:
     return len(text.split())
 
 
-def prefer_longer(row: dict[str, Any]) -> float:
-    """Credit of the rule "the answer with more words is better" on one labelled pair: 1 when the label
-    names the longer response, 0 when it names the shorter, 0.5 on a tie (a coin flip's expectation)."""
+def longer_credit(row: dict[str, Any], pick_a: bool) -> float:
+    """1 when the picked response of a pair has more words than the other, 0 when fewer, 0.5 on a tie (a
+    coin flip's expectation)."""
     la, lb = n_words(row["response_a"]), n_words(row["response_b"])
     if la == lb:
         return 0.5
-    return float((la > lb) == (row["label"] == "A"))
+    return float((la > lb) == pick_a)
+
+
+def prefer_longer(row: dict[str, Any]) -> float:
+    """Credit of the rule "the answer with more words is better" on one labelled pair: 1 when the label
+    names the longer response, 0 when it names the shorter, 0.5 on a tie."""
+    return longer_credit(row, row["label"] == "A")
 
 
 def prefer_first(row: dict[str, Any]) -> float:
@@ -167,7 +173,9 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
     n = len(items)
     consistent = [float(x["order_consistent"]) for x in items if x["order_consistent"] is not None]
     rates = {"accuracy": _rate([float(x["correct"]) for x in items]), "position_consistency": _rate(consistent),
-             **baselines([by_id[x["id"]] for x in items])}  # the baselines on the pairs the judge scored
+             **baselines([by_id[x["id"]] for x in items]),  # the baselines on the pairs the judge scored
+             # how often the judge's own choice is the longer answer: near 1 is a length judge
+             "picks_longer": _rate([longer_credit(by_id[x["id"]], x["p_a"] >= 0.5) for x in items])}
     report = {"judge": engine.model_id, "judge_hash": engine.model_hash, "constitution": c.name,
               "constitution_hash": c.hash, "data": str(data), "config": cfg.to_dict(),
               **_summary(items),
@@ -186,6 +194,7 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
                                  ("prefer the longer", _fmt_rate(rates["prefer_longer"])),
                                  ("prefer the first shown", _fmt_rate(rates["prefer_first"])),
                                  ("position consistency", _fmt_rate(rates["position_consistency"])),
+                                 ("judge picks the longer", _fmt_rate(rates["picks_longer"])),
                                  ("mean loglik", report["mean_loglik"]), ("ece", ece),
                                  ("skipped", len(skipped)), ("errors", len(errors)), ("out", out)])
     return report
