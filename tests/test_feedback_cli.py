@@ -83,18 +83,23 @@ def test_rlaif_smollm2_trains_with_trl_and_eval_judge(tmp_path, tiny_model):
     _trl_one_step(ds, tiny_model, tmp_path)
     rep = tmp_path / "judge.json"
     # the machinery on the tiny judge (SmolLM2's accuracy with few-shot is measured outside the test suite)
-    run_cai("eval", "judge", "--data", str(REPO / "tests" / "data" / "judge_labelled.jsonl"), "--engine", "hf",
-            "--judge", str(tiny_model), "--no-few-shot", "--out", str(rep), "--no-cache", check=True)
+    data = REPO / "data" / "labels" / "comparisons.jsonl"  # the shipped set (also the default of --data)
+    rows = [json.loads(line) for line in data.open()]
+    r = run_cai("eval", "judge", "--engine", "hf", "--judge", str(tiny_model), "--no-few-shot", "--out", str(rep),
+                "--no-cache", check=True)
     report = json.loads(rep.read_text())
     items = report["items"]
-    assert report["n"] == 24 and report["mean_loglik"] < 0
-    assert report["accuracy"] == pytest.approx(sum(x["correct"] for x in items) / 24, abs=1e-4)
+    assert report["n"] == len(rows) >= 100 and report["mean_loglik"] < 0 and report["data"] == str(data)
+    assert report["accuracy"] == pytest.approx(sum(x["correct"] for x in items) / len(rows), abs=1e-4)
+    assert report["rates"]["accuracy"]["value"] == report["accuracy"]
+    assert "prefer the longer" in r.stderr and "prefer the first shown" in r.stderr
     assert all(x["correct"] == ((x["p_a"] >= 0.5) == (x["label"] == "A")) for x in items)
     assert report["per_principle"] and len(report["calibration"]["bins"]) == 5
     print("judge accuracy", report["accuracy"], "consistency", report["position_consistency"],
           "rlaif consistency", m["position_consistency"])
-    labels = [json.loads(line)["label"] for line in (REPO / "tests" / "data" / "judge_labelled.jsonl").open()]
-    assert report["label_share_a"] == pytest.approx(labels.count("A") / len(labels), abs=1e-4)
+    labels = [row["label"] for row in rows]
+    assert report["label_share_a"] == report["rates"]["prefer_first"]["value"] == pytest.approx(
+        labels.count("A") / len(labels), abs=1e-4)
 
 
 def _trl_one_step(ds, tiny_model, tmp_path):

@@ -5,7 +5,7 @@ that bias on a content-free input (both responses replaced by "N/A") for the sam
 principle, and divides it out. With both orders scored (RLAIF debiasing) a pure position bias already
 cancels; calibration also removes a bias that differs between the orders or between prompts.
 
-    python -m cai.evaluate.calibration --data tests/data/judge_labelled.jsonl [--judge M] [--out F.json]
+    python -m cai.evaluate.calibration [--data data/labels/comparisons.jsonl] [--judge M] [--out F.json]
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from cai.constitution import load_constitution
-from cai.feedback.config import LabelConfig
-from cai.feedback.evaluate import read_labelled
+from cai.feedback.config import DEFAULT_COMPARISONS, LabelConfig
+from cai.feedback.evaluate import baselines, read_labelled
 from cai.feedback.judge import Comparison, Judge
 from cai.stage import add_engine_args, engine_from_args
 
@@ -43,9 +43,11 @@ def accuracy_with_calibration(engine, constitution, rows: list[dict[str, Any]], 
             for i, r in enumerate(rows)]  # same key: the same principle is sampled
     judge.judge(real + free)
     plain = calibrated = n = 0
+    scored = []
     for r, c, f in zip(rows, real, free):
         if c.error or f.error:
             continue
+        scored.append(r)
         want_a = r["label"] == "A"
         p_a = (c.p_ab + 1 - c.p_ba) / 2
         q_a = (calibrate(c.p_ab, f.p_ab) + 1 - calibrate(c.p_ba, f.p_ba)) / 2
@@ -53,13 +55,14 @@ def accuracy_with_calibration(engine, constitution, rows: list[dict[str, Any]], 
         calibrated += (q_a >= 0.5) == want_a
         n += 1
     return {"n": n, "accuracy": round(plain / n, 4) if n else None,
-            "accuracy_calibrated": round(calibrated / n, 4) if n else None, "few_shot": few_shot,
+            "accuracy_calibrated": round(calibrated / n, 4) if n else None,
+            "baselines": {k: v["value"] for k, v in baselines(scored).items()}, "few_shot": few_shot,
             "judge": engine.model_id, "constitution": constitution.name}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cai.evaluate.calibration")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", default=DEFAULT_COMPARISONS, help="labelled pairs (default: the shipped set)")
     p.add_argument("--constitution", default="harmless")
     p.add_argument("--out", default=None)
     add_engine_args(p, model_flag="--judge")

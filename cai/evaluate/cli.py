@@ -73,7 +73,7 @@ def _register_values(esub) -> None:
     p.add_argument("--judge", default=d("judge"), help="judge model (default: the baseline)")
     p.add_argument("--no-judge", action="store_true", help="skip the judge: detector figures and lengths only")
     p.add_argument("--judge-few-shot", action="store_true", help="show the judge the constitution's few-shot "
-                   "comparisons (off: they cut SmolLM2's judge accuracy from 0.875 to 0.458)")
+                   "comparisons (off by default; measured in docs/judges.md)")
     p.add_argument("--temperature", type=float, default=d("temperature"),
                    help=f"decoding temperature (default {d('temperature')}: greedy)")
     p.add_argument("--max-tokens", type=int, default=d("max_tokens"))

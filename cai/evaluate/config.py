@@ -43,9 +43,9 @@ class ValuesConfig:
     pairwise: bool = True
     """Run the judge (pairwise figures and rubric). False reports detector figures and lengths only."""
     judge_few_shot: bool = False
-    """Put the constitution's few-shot comparison examples before each judged pair. Off by default:
-    SmolLM2-135M as judge on tests/data/judge_labelled.jsonl scored 0.458 with them and 0.875 without
-    (24 pairs, both orders; `python -m cai.evaluate.calibration`)."""
+    """Put the constitution's few-shot comparison examples before each judged pair. Off by default: they
+    make each judged prompt several times longer, and a small judge is no more accurate with them
+    (measured in docs/judges.md)."""
     judge_principles: int = 1
     """Comparison principles per pair (k > 1 averages p over k sampled principles)."""
     temperature: float = 0.0

@@ -10,7 +10,9 @@ from typing import Any
 from cai.data.sources import DEFAULT_PROMPTS
 from cai.engine.config import EngineSpec
 from cai.errors import InputError
+from cai.resources import shipped_dir
 
+DEFAULT_COMPARISONS = str(shipped_dir("data") / "labels" / "comparisons.jsonl")
 PAIRINGS = ("all", "random")
 MODES = ("compare", "cot")
 
@@ -179,7 +181,8 @@ class EvalJudgeStage(LabelStage):
 
     out: str = ""
     """Report JSON (top-level `accuracy`); empty prints the summary only."""
-    data: str = ""
-    """Labelled pairs: JSONL `{prompt, response_a, response_b, label: A|B}` (label: the better response)."""
+    data: str = DEFAULT_COMPARISONS
+    """Labelled pairs: JSONL `{prompt, response_a, response_b, label: A|B}` (label: the better response).
+    Default: the shipped set data/labels/comparisons.jsonl (see docs/judges.md for how it was built)."""
     judge: str = "smollm2-135m"
     """The judge under evaluation."""

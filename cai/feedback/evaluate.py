@@ -1,7 +1,10 @@
-"""`cai eval judge`: how good is a judge? Accuracy, log-likelihood and calibration on labelled pairs.
+"""`cai eval judge`: how good is a judge? Accuracy, log-likelihood and calibration on labelled pairs,
+next to two judges that read nothing: "prefer the longer answer" and "prefer the answer shown first".
 
-Input is JSONL `{prompt, response_a, response_b, label: "A"|"B"}` (label: the better response). Each
-pair is judged exactly as `cai label` would (same prompts, both orders, sampled principle).
+Input is JSONL `{prompt, response_a, response_b, label: "A"|"B"}` (label: the better response; the
+shipped set is data/labels/comparisons.jsonl). Each pair is judged exactly as `cai label` would (same
+prompts, both orders, sampled principle). A judge is only worth its labels where it beats both
+baselines: a set that the longer answer solves measures length, not judgement.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from cai.config import core
@@ -24,6 +28,7 @@ from cai.feedback.soft_labels import Preference
 from cai.stage import as_engine, print_summary
 
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+CONFIDENCE = 0.95
 
 
 def read_labelled(path: str) -> list[dict[str, Any]]:
@@ -45,6 +50,63 @@ def read_labelled(path: str) -> list[dict[str, Any]]:
         seen.add(rid)
         out.append({**row, "id": rid, "line": line})
     return out
+
+
+def _wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> list[float] | None:
+    """Wilson score interval of a rate (Wilson 1927; Brown, Cai & DasGupta 2001): never zero-width at 0
+    or n, unlike a normal or bootstrap interval. `successes` may be fractional (a tie credited 0.5).
+
+        centre = (p̂ + z²/2n) / (1 + z²/n),  half = z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/4n²)
+    """
+    if n == 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, d = successes / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def _rate(credits: list[float]) -> dict[str, Any]:
+    """A rate over pairs with its n and Wilson interval: `{value, ci, n}`."""
+    n = len(credits)
+    return {"value": round(sum(credits) / n, 4) if n else None, "ci": _wilson(sum(credits), n), "n": n}
+
+
+def n_words(text: str) -> int:
+    return len(text.split())
+
+
+def longer_credit(row: dict[str, Any], pick_a: bool) -> float:
+    """1 when the picked response of a pair has more words than the other, 0 when fewer, 0.5 on a tie (a
+    coin flip's expectation)."""
+    la, lb = n_words(row["response_a"]), n_words(row["response_b"])
+    if la == lb:
+        return 0.5
+    return float((la > lb) == pick_a)
+
+
+def prefer_longer(row: dict[str, Any]) -> float:
+    """Credit of the rule "the answer with more words is better" on one labelled pair: 1 when the label
+    names the longer response, 0 when it names the shorter, 0.5 on a tie."""
+    return longer_credit(row, row["label"] == "A")
+
+
+def prefer_first(row: dict[str, Any]) -> float:
+    """Credit of the rule "the answer shown first is better" in the file's order (response_a first): 1 when
+    the label is A. Averaged over both orders, as `cai label` does, this rule says 0.5 on every pair."""
+    return float(row["label"] == "A")
+
+
+def baselines(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Accuracy of the two content-blind judges on the same labelled pairs, each `{value, ci, n}`."""
+    return {"prefer_longer": _rate([prefer_longer(r) for r in rows]),
+            "prefer_first": _rate([prefer_first(r) for r in rows])}
+
+
+def _fmt_rate(r: dict[str, Any]) -> str:
+    if r["value"] is None:
+        return "-"
+    return f"{r['value']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] of {r['n']}"
 
 
 def _mean(xs: list) -> float | None:
@@ -109,21 +171,31 @@ def eval_judge(*, data: str, constitution: str, config: LabelConfig | None = Non
             per_principle[pid].append(x)
     bins, ece = calibration(items)
     n = len(items)
+    consistent = [float(x["order_consistent"]) for x in items if x["order_consistent"] is not None]
+    rates = {"accuracy": _rate([float(x["correct"]) for x in items]), "position_consistency": _rate(consistent),
+             **baselines([by_id[x["id"]] for x in items]),  # the baselines on the pairs the judge scored
+             # how often the judge's own choice is the longer answer: near 1 is a length judge
+             "picks_longer": _rate([longer_credit(by_id[x["id"]], x["p_a"] >= 0.5) for x in items])}
     report = {"judge": engine.model_id, "judge_hash": engine.model_hash, "constitution": c.name,
               "constitution_hash": c.hash, "data": str(data), "config": cfg.to_dict(),
               **_summary(items),
               "accuracy_first_order_only": round(sum(x["first_order_correct"] for x in items) / n, 4) if n else None,
               "position_consistency": _mean([x["order_consistent"] for x in items if x["order_consistent"] is not None]),
               "label_share_a": round(sum(x["label"] == "A" for x in items) / n, 4) if n else None,
+              "rates": rates,
               "per_principle": {k: _summary(v) for k, v in sorted(per_principle.items())},
               "calibration": {"bins": bins, "ece": ece},
               "skipped": skipped, "errors": errors, "items": items}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
-    print_summary("eval judge", [("pairs", len(rows)), ("accuracy", report["accuracy"]),
-                                 ("mean loglik", report["mean_loglik"]),
-                                 ("position consistency", report["position_consistency"]), ("ece", ece),
+    ci = f"{CONFIDENCE:.0%} Wilson interval"
+    print_summary("eval judge", [("pairs", len(rows)), (f"accuracy ({ci})", _fmt_rate(rates["accuracy"])),
+                                 ("prefer the longer", _fmt_rate(rates["prefer_longer"])),
+                                 ("prefer the first shown", _fmt_rate(rates["prefer_first"])),
+                                 ("position consistency", _fmt_rate(rates["position_consistency"])),
+                                 ("judge picks the longer", _fmt_rate(rates["picks_longer"])),
+                                 ("mean loglik", report["mean_loglik"]), ("ece", ece),
                                  ("skipped", len(skipped)), ("errors", len(errors)), ("out", out)])
     return report
 
