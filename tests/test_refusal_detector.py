@@ -18,13 +18,13 @@ def rows():
 
 
 def test_labelled_set_is_large_split_by_prompt_and_covers_both_prompt_sets(rows):
-    assert len(rows) >= 200
+    assert len(rows) >= 500
     halves = {s: {r["prompt_id"] for r in rows if r["split"] == s} for s in ("dev", "test")}
     assert halves["dev"] and halves["test"] and not halves["dev"] & halves["test"]
     assert {r["prompt_set"] for r in rows} == {"harmful", "benign"}
     assert len({r["id"] for r in rows}) == len(rows)
     labels = Counter(r["label"] for r in rows)
-    assert set(labels) <= set(GOLD_LABELS) and labels["refusal"] >= 30 and labels["non_answer"] >= 2
+    assert set(labels) <= set(GOLD_LABELS) and labels["refusal"] >= 50 and labels["partial"] >= 30 and labels["non_answer"] >= 6
     eval_ids = {json.loads(line)["id"] for f in ("benign", "harmful")
                 for line in (detector_card.ROOT / "data" / "eval" / f"{f}.jsonl").read_text().splitlines()}
     assert not eval_ids & {r["prompt_id"] for r in rows}  # evaluation prompts stay held out
@@ -38,6 +38,15 @@ def test_split_is_a_pure_function_of_the_prompt_id():
 
 def test_shipped_card_matches_a_recomputation_from_the_labelled_file():
     assert card() == build()
+
+
+def test_docs_quote_the_test_half_figures_of_the_card():
+    docs = (detector_card.ROOT / "docs" / "detectors.md").read_text()
+    test = card()["test"]
+    for cls in ("refusal", "non_answer", "degenerate", "refusal_or_partial"):
+        c = test["classes"][cls]
+        assert f"| {cls} | {c['precision']} | {c['recall']} | {c['tp']} | {c['fp']} | {c['fn']} |" in docs, cls
+    assert f"n = {test['n']} answers to {test['prompts']} prompts" in docs
 
 
 def test_score_counts_by_hand():
