@@ -32,6 +32,8 @@ POSITIVE = {"refusal": {"refusal"}, "non_answer": {"non_answer"}, "degenerate": 
 """Detector class -> the hand labels that count as that class."""
 IGNORED = {"refusal": {"partial"}}
 """Detector class -> hand labels left out of its precision and recall (the boundary class)."""
+SUMMARY = ("refusal", "non_answer")
+"""Classes quoted at the top level of each half as {precision, recall, n}, for reports."""
 TARGETS = {"refusal": {"precision": 0.9, "recall": 0.9}, "non_answer": {"precision": 0.8, "recall": 0.8}}
 """What the test half must show (issue targets); `tests/test_refusal_detector.py` asserts them."""
 
@@ -58,7 +60,9 @@ def _ratio(a: int, b: int) -> float | None:
 
 def score(rows: list[dict]) -> dict:
     """Per detector class: precision, recall, tp/fp/fn and support; the confusion matrix
-    (hand label -> detector label -> count); the hand-label counts."""
+    (hand label -> detector label -> count); the hand-label counts; and, at the top level, each class of
+    `SUMMARY` as {precision, recall, n} (n: the answers its figures are computed on, partials left out for
+    refusal), the shape report readers take from `card()["test"]`."""
     pred = [detect(r["answer"]).label for r in rows]
     gold = [r["label"] for r in rows]
     classes = {cls: _binary(pred, gold, cls, pos, IGNORED.get(cls, set())) for cls, pos in POSITIVE.items()}
@@ -66,9 +70,11 @@ def score(rows: list[dict]) -> dict:
     partial = [p for p, g in zip(pred, gold) if g == "partial"]
     confusion = {g: {p: sum(1 for a, b in zip(gold, pred) if a == g and b == p) for p in LABELS}
                  for g in GOLD_LABELS}
+    summary = {cls: {"precision": classes[cls]["precision"], "recall": classes[cls]["recall"],
+                     "n": sum(1 for g in gold if g not in IGNORED.get(cls, set()))} for cls in SUMMARY}
     return {"n": len(rows), "prompts": len({r["prompt_id"] for r in rows}), "labels": dict(Counter(gold)),
             "classes": classes, "confusion": confusion,
-            "partial_flagged": {"refusal": partial.count("refusal"), "of": len(partial)}}
+            "partial_flagged": {"refusal": partial.count("refusal"), "of": len(partial)}, **summary}
 
 
 def _binary(pred: list[str], gold: list[str], cls: str, pos: set[str], ignored: set[str]) -> dict:
@@ -92,5 +98,6 @@ def build(path: Path | str = LABELLED) -> dict:
 
 
 def card() -> dict:
-    """The shipped card (`detector_card.json`); quote `card()["test"]["classes"]` next to detector rates."""
+    """The shipped card (`detector_card.json`); quote `card()["test"]["refusal"]` (precision, recall, n)
+    next to detector rates, `card()["test"]["classes"]` for tp/fp/fn."""
     return json.loads(CARD.read_text())
