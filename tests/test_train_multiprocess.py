@@ -6,6 +6,7 @@ and with FSDP2 (each holds half of them, and the saved model is the gathered ful
 one-process model). Every run's card records what it ran as; each test asserts the process count and
 accelerate's distributed type, so a launcher that silently starts one process fails here."""
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,30 @@ def test_fsdp_two_processes_hold_half_each_and_match_one(stage, tmp_path):
     for k in w1:
         assert w1[k].shape == w2[k].shape, k
         assert torch.allclose(w1[k], w2[k], atol=1e-5, rtol=0), (k, (w1[k] - w2[k]).abs().max())
+
+
+def test_nproc_runs_torchrun_with_gloo_on_cpu(tmp_path, monkeypatch):
+    from cai.train.distributed import FSDP_ENV, launch_command
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cmd, env = launch_command(2, True, ["train", "sft", "--config", "c.yaml", "run.max_steps=2"], cuda=False)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cai.cli",
+                       "train", "sft", "--config", "c.yaml", "run.max_steps=2"]
+    assert env["ACCELERATE_USE_CPU"] == "true" and env["ACCELERATE_USE_FSDP"] == "true"
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert all(env[k] == v for k, v in FSDP_ENV.items())
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    _, gpu = launch_command(2, False, [], cuda=True)  # on GPUs accelerate picks NCCL itself; no FSDP asked
+    assert "ACCELERATE_USE_CPU" not in gpu and "ACCELERATE_USE_FSDP" not in gpu
+
+
+@pytest.mark.parametrize("flags, field", [(["--fsdp"], "--fsdp"), (["--nproc", "0"], "--nproc")])
+def test_bad_process_flags_are_one_line_errors(flags, field, tmp_path, capsys):
+    from cai.cli import main
+    tiny = make_tiny_model()
+    capsys.readouterr()
+    rc = main(["train", "sft", *flags, f"model={tiny}", f"data.path={tmp_path}",
+               f"run.output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and field in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

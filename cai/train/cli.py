@@ -64,11 +64,13 @@ def _handler(stage: str):
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
             return 0
         if args.nproc < 1:
-            raise InputError(f"--nproc must be at least 1, not {args.nproc}", field="--nproc")
+            raise InputError(f"must be at least 1, not {args.nproc}", field="--nproc")
         if args.fsdp and args.nproc < 2:
-            raise InputError("--fsdp shards over processes: give --nproc 2 or more", field="--fsdp")
+            raise InputError("shards over processes: give --nproc 2 or more", field="--fsdp")
         if args.nproc > 1:  # the config is valid: start the processes, each runs this command without --nproc
-            from cai.train.distributed import launch
+            from cai.train.distributed import check_fsdp, launch
+            if args.fsdp:
+                check_fsdp(cfg, stage)
             launch(args.nproc, args.fsdp, ["train", stage, *(["--config", args.config] if args.config else []),
                                            *args.overrides, *(["--resume"] if args.resume else [])])
         import importlib

@@ -16,6 +16,8 @@ import sys
 import torch
 from torch import nn
 
+from cai.config import config_error
+
 FSDP_ENV = {  # accelerate's FullyShardedDataParallelPlugin reads these (its `accelerate config` names)
     "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
     "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT", "FSDP_RESHARD_AFTER_FORWARD": "true"}
@@ -70,6 +72,14 @@ def make_accelerator(seed: int):
     return acc
 
 
+def check_fsdp(cfg, stage: str) -> None:
+    """Refuse what FSDP cannot run: PPO/RLOO's LoRA reference is the policy with its adapter disabled,
+    called outside the sharded module, where its parameters are still shards."""
+    if stage in ("ppo", "rloo") and cfg.lora.enabled and not cfg.ref_model:
+        raise config_error(cfg, "ref_model", "FSDP cannot use the adapter-disabled policy as the reference; "
+                           "set ref_model (the base model) or train without --fsdp")
+
+
 def wrap_layers(acc, module: nn.Module) -> None:
     """Under FSDP, shard each transformer block as its own unit (its weights are gathered only while it
     runs): the classes are those the models inside `module` name as `_no_split_modules` (the trainers'
@@ -95,7 +105,7 @@ def describe(acc, module: nn.Module) -> dict:
     """What the run ran as: process count, accelerate's distributed type, the backend, and how many of the
     module's parameters each process holds (a sharded run: about total / processes each)."""
     local = sum(_local(p).numel() for p in module.parameters())
-    total = sum(p.numel() for p in module.parameters())  # a DTensor's numel is its full size
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())  # DTensor.numel: full size
     held = [local]
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
@@ -105,7 +115,10 @@ def describe(acc, module: nn.Module) -> dict:
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
-    return p.to_local() if hasattr(p, "to_local") else p  # DTensor (FSDP2): this process's shard
+    """This process's part of a parameter: a DTensor's local shard (FSDP2), ZeRO-3's partition."""
+    if hasattr(p, "ds_tensor"):
+        return p.ds_tensor
+    return p.to_local() if hasattr(p, "to_local") else p
 
 
 def full_state_dict(acc, module: nn.Module, *, everywhere: bool) -> dict[str, torch.Tensor]:

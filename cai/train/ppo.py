@@ -26,7 +26,7 @@ from cai.engine.weight_sync import sync_weights
 from cai.train import common, forward, losses, rollout
 from cai.train.batching import step_indices
 from cai.train.config import config_error
-from cai.train.distributed import full_state_dict, part
+from cai.train.distributed import check_fsdp, full_state_dict, part
 from cai.train.lora import apply_lora
 from cai.train.ppo_config import PPOConfig
 from cai.train.ppo_monitor import PLOT_KEYS, Monitors
@@ -39,6 +39,8 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     model_path, acc, tok = s.model_path, s.acc, s.tok
     prompts, prompt_ids, dropped = rollout.load_prompt_rows(cfg.data, tok)
     rloo, world, rank = cfg.algorithm == "rloo", acc.num_processes, acc.process_index
+    if acc.distributed_type == "FSDP":
+        check_fsdp(cfg, cfg.algorithm)
     K = cfg.ppo.rloo_k if rloo else 1
     if cfg.run.batch_size % world or (cfg.run.batch_size // world * K) % cfg.ppo.num_minibatches:
         raise config_error(cfg, "run.batch_size", f"{cfg.run.batch_size} prompts × {K} samples must split evenly "
