@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -21,8 +22,11 @@ from cai.train.distributed import launch_command
 HELPER = Path(__file__).parent / "helpers" / "ppo_synced_weights.py"
 
 
-def _setup(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The arguments and the one-process run both tests compare with (run once)."""
     from cai.train.ppo import train
+    tmp_path = tmp_path_factory.mktemp("ppo-one")
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Name a {w}."}) + "\n"
                                               for w in ("colour", "fruit", "city", "river")))
     (tmp_path / "rw.py").write_text("def reward(p, r):\n    return [x.count('a') / (1 + len(x)) for x in r]\n")
@@ -31,7 +35,7 @@ def _setup(tmp_path):
             "run.batch_size=4", "run.micro_batch_size=2", "run.max_steps=2", "run.save_every=0",
             "run.progress=false", "optim.lr=1e-3"]
     one = train(load_config(PPOConfig, None, args + [f"run.output_dir={tmp_path / 'one'}"]))
-    return args, one
+    return args, Path(one)
 
 
 def _run(cmd, env=None):
@@ -48,8 +52,8 @@ def _assert_same_first_iteration(one, two):
     assert (two / "model.safetensors").is_file()
 
 
-def test_two_processes_sample_what_one_does(tmp_path):
-    args, one = _setup(tmp_path)
+def test_two_processes_sample_what_one_does(one_process, tmp_path):
+    args, one = one_process
     two = tmp_path / "two"
     _run([sys.executable, "-m", "cai.cli", "train", "ppo", "--nproc", "2", *args, f"run.output_dir={two}"])
     p = read_notes(two)["processes"]
@@ -58,8 +62,8 @@ def test_two_processes_sample_what_one_does(tmp_path):
     _assert_same_first_iteration(one, two)
 
 
-def test_fsdp_engines_serve_the_full_trained_weights(tmp_path):
-    args, one = _setup(tmp_path)
+def test_fsdp_engines_serve_the_full_trained_weights(one_process, tmp_path):
+    args, one = one_process
     two = tmp_path / "two"
     cmd, env = launch_command(2, True, [], cuda=False)
     cmd = cmd[:cmd.index("-m", 3)] + [str(HELPER), *args, f"run.output_dir={two}"]  # torchrun ... HELPER args
@@ -73,7 +77,12 @@ def test_fsdp_engines_serve_the_full_trained_weights(tmp_path):
         s = json.loads((two / f"synced-{rank}.json").read_text())
         assert s["missing"] == [] and s["shapes_equal"] and s["tensors"] > 0, s
         assert s["max_abs_diff"] == 0.0, s
+    w0 = load_file(make_tiny_model() / "model.safetensors")
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert w1.keys() == w2.keys()
-    for k in w1:  # the saved policy is the gathered one, and trained as one process trained it
-        assert torch.allclose(w1[k], w2[k], atol=1e-5, rtol=0), (k, (w1[k] - w2[k]).abs().max())
+    # the saved policy is the gathered one, trained as one process trained it: two Adam steps of lr 1e-3
+    # moved weights by up to 2e-3, and reduction order changes an update by a few 1e-5 at most
+    assert max((w1[k] - w0[k]).abs().max().item() for k in w1) > 1e-3
+    for k in w1:
+        assert w1[k].shape == w2[k].shape, k
+        assert torch.allclose(w1[k], w2[k], atol=1e-4, rtol=0), (k, (w1[k] - w2[k]).abs().max())

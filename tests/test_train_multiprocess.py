@@ -32,7 +32,19 @@ def run_cli(argv: list[str]) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def _setup(stage, tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """`one_process(stage)`: the arguments and the one-process run of `stage` the tests compare with (run once)."""
+    runs = {}
+
+    def get(stage):
+        if stage not in runs:
+            runs[stage] = _one_process(stage, tmp_path_factory.mktemp(f"{stage}-one"))
+        return runs[stage]
+    return get
+
+
+def _one_process(stage, tmp_path):
     import importlib
     tiny = make_tiny_model()
     data = make_sft_dataset(tmp_path / "d", 16) if stage == "sft" else make_prefs_dataset(tmp_path / "d", 16)
@@ -55,8 +67,8 @@ def _assert_same_training(one, two):
 
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
-def test_two_processes_match_one(stage, tmp_path):
-    args, one = _setup(stage, tmp_path)
+def test_two_processes_match_one(stage, one_process, tmp_path):
+    args, one = one_process(stage)
     two = tmp_path / "two"
     # 2 processes, global batch 8 = 2 processes x 2 micro-batches of 2
     run_cli(["train", stage, "--nproc", "2", *args, f"run.output_dir={two}"])
@@ -68,8 +80,8 @@ def test_two_processes_match_one(stage, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
-def test_fsdp_two_processes_hold_half_each_and_match_one(stage, tmp_path):
-    args, one = _setup(stage, tmp_path)
+def test_fsdp_two_processes_hold_half_each_and_match_one(stage, one_process, tmp_path):
+    args, one = one_process(stage)
     two = tmp_path / "two"
     run_cli(["train", stage, "--nproc", "2", "--fsdp", *args, f"run.output_dir={two}"])
     p = read_notes(two)["processes"]
