@@ -23,7 +23,7 @@ def policy_weights(model, state: dict | None = None) -> list[tuple[str, object]]
 
     `state` is the model's full state dict when the model itself holds only a shard of it (FSDP2 DTensors,
     ZeRO-3 placeholders; `cai.train.distributed.full_state_dict` gathers it); default `model.state_dict()`.
-    The LoRA delta is read from the same state, ΔW = B·A·(alpha/r) (Hu et al. 2021, eq. 3; peft's
+    The LoRA delta is read from the same state, ΔW = B·A·(alpha/r) (Hu et al. 2021, eq. 3 and §4.1; peft's
     `Linear.get_delta_weight`), so a sharded adapter merges exactly as an unsharded one."""
     import torch
     from peft import PeftModel
