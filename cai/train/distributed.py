@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cai.config import config_error
+from cai.errors import InputError
 
 FSDP_ENV = {  # accelerate's FullyShardedDataParallelPlugin reads these (its `accelerate config` names)
     "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
@@ -39,7 +40,10 @@ def launch_command(nproc: int, fsdp: bool, argv: list[str], cuda: bool) -> tuple
 
 def launch(nproc: int, fsdp: bool, argv: list[str]) -> None:
     """Replace this process with torchrun running `cai <argv>` in `nproc` processes (never returns)."""
-    cmd, env = launch_command(nproc, fsdp, argv, torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    if cuda and nproc > torch.cuda.device_count():  # one process per GPU
+        raise InputError(f"{nproc} processes for {torch.cuda.device_count()} GPUs", field="--nproc")
+    cmd, env = launch_command(nproc, fsdp, argv, cuda)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(cmd[0], cmd, env)
