@@ -17,20 +17,39 @@ import time
 from cai.engine.base import WeightSync
 
 
-def policy_weights(model) -> list[tuple[str, object]]:
+def policy_weights(model, state: dict | None = None) -> list[tuple[str, object]]:
     """(checkpoint name, tensor) pairs of the model's weights, LoRA deltas merged in. Names are those of
-    `save_pretrained` (`model.layers.0.self_attn.q_proj.weight`), which is what both engines load."""
+    `save_pretrained` (`model.layers.0.self_attn.q_proj.weight`), which is what both engines load.
+
+    `state` is the model's full state dict when the model itself holds only a shard of it (FSDP2 DTensors,
+    ZeRO-3 placeholders; `cai.train.distributed.full_state_dict` gathers it); default `model.state_dict()`.
+    The LoRA delta is read from the same state, ΔW = B·A·(alpha/r) (Hu et al. 2021, eq. 3 and §4.1; peft's
+    `Linear.get_delta_weight`), so a sharded adapter merges exactly as an unsharded one."""
     import torch
     from peft import PeftModel
+    from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
     with torch.no_grad():
+        if state is None:
+            state = model.state_dict()
         if not isinstance(model, PeftModel):
-            return [(k, v.detach()) for k, v in model.state_dict().items()]
-        inner = model.get_base_model()
-        deltas = {name: sum(mod.get_delta_weight(a) for a in mod.active_adapters)
-                  for name, mod in inner.named_modules() if isinstance(mod, LoraLayer) and mod.active_adapters}
+            return [(k, v.detach()) for k, v in state.items()]
+        prefix = "base_model.model."  # a PeftModel's state names the transformers model's weights under it
+        deltas = {}
+        for name, mod in model.get_base_model().named_modules():
+            if not isinstance(mod, LoraLayer) or not mod.active_adapters:
+                continue
+            if not isinstance(mod, LoraLinear) or any(mod.use_dora.get(a) for a in mod.active_adapters):
+                raise ValueError(f"cannot merge LoRA layer {name} ({type(mod).__name__}): Linear, no DoRA")
+            delta = 0
+            for a in mod.active_adapters:
+                A, B = state[f"{prefix}{name}.lora_A.{a}.weight"], state[f"{prefix}{name}.lora_B.{a}.weight"]
+                ab = B.float() @ A.float()  # (out, in)
+                delta = delta + (ab.T if mod.fan_in_fan_out else ab) * mod.scaling[a]
+            deltas[name] = delta
         out = []
-        for k, v in inner.state_dict().items():
+        for k, v in state.items():
+            k = k.removeprefix(prefix)
             if ".lora_" in k:
                 continue
             if ".base_layer." in k:
@@ -42,10 +61,11 @@ def policy_weights(model) -> list[tuple[str, object]]:
         return out
 
 
-def sync_weights(engine, model) -> float:
-    """Load `model`'s weights into `engine` (a `WeightSync`); returns the seconds it took."""
+def sync_weights(engine, model, state: dict | None = None) -> float:
+    """Load `model`'s weights (its full `state` when it is sharded, see `policy_weights`) into `engine` (a
+    `WeightSync`); returns the seconds it took."""
     t0 = time.perf_counter()
     if not isinstance(engine, WeightSync):
         raise ValueError(f"engine {engine.name!r} cannot receive weights (use vllm or hf for rollouts)")
-    engine.load_weights(policy_weights(model))
+    engine.load_weights(policy_weights(model, state))
     return time.perf_counter() - t0

@@ -35,3 +35,10 @@ def write_card(output_dir: str | Path, stage: str, config: dict, base_model: str
     lines += ["## Training config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).strip(), "```", ""]
     out.write_text("\n".join(lines))
     return out
+
+
+def read_notes(output_dir: str | Path) -> dict:
+    """The "Notes" of a card written by `write_card` (steps, packing, `processes`...), or {} if it has none."""
+    text = (Path(output_dir) / "README.md").read_text()
+    head, sep, rest = text.partition("## Notes\n\n```json\n")
+    return json.loads(rest.split("\n```", 1)[0]) if sep else {}

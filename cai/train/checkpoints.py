@@ -10,7 +10,9 @@ from pathlib import Path
 from torch import nn
 
 from cai.data.store import fsync_dir
+from cai.engine.weight_sync import policy_weights
 from cai.errors import InputError
+from cai.train.distributed import full_state_dict, part
 
 
 class Checkpoints:
@@ -60,9 +62,12 @@ def check_resume(output_dir: str | Path, resume: bool) -> None:
         raise InputError("no checkpoint to resume from", file=root, field="--resume")
 
 
-def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora: bool, extra=None) -> Path:
-    """`save_pretrained` the trained model (LoRA: the adapter in OUTPUT/adapter and, when merge_lora, the
-    merged weights in OUTPUT) and the tokenizer, so transformers and vLLM load OUTPUT directly.
+def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora: bool, model_attr: str = "model",
+                extra=None) -> Path:
+    """`save_pretrained` the trained model, `getattr(unwrapped module, model_attr)` (LoRA: the adapter in
+    OUTPUT/adapter and, when merge_lora, the merged weights in OUTPUT) and the tokenizer, so transformers
+    and vLLM load OUTPUT directly. The weights are the prepared module's full state dict, gathered from
+    the processes' shards under FSDP and ZeRO-3 (the model object itself holds only this process's shard).
 
     Everything is written to `OUTPUT/.tmp-final` first (`extra(tmp)` may add or edit files there), fsynced,
     then moved into OUTPUT with `config.json` last and any old `config.json` removed first: a kill at any
@@ -70,18 +75,18 @@ def save_output(acc, module: nn.Module, tok, output_dir: str | Path, merge_lora:
     from peft import PeftModel
     out = Path(output_dir)
     acc.wait_for_everyone()
-    model = acc.unwrap_model(module).model
-    state = acc.get_state_dict(module)  # gathers FSDP/ZeRO-3 shards on the main process
+    model = getattr(acc.unwrap_model(module), model_attr)
+    state = part(full_state_dict(acc, module, everywhere=False), model_attr + ".")  # {} off the main process
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / ".tmp-final"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        state = {k.removeprefix("model."): v for k, v in state.items()}
         if isinstance(model, PeftModel):
-            model.save_pretrained(tmp / "adapter")
+            model.save_pretrained(tmp / "adapter", state_dict=state)
             if merge_lora:
-                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+                merged = dict(policy_weights(model, state))
+                model.get_base_model().save_pretrained(tmp, state_dict=merged, safe_serialization=True)
         else:
             model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tok.save_pretrained(tmp)

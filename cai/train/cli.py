@@ -1,11 +1,14 @@
-"""`cai train sft|rm|dpo --config FILE.yaml [key.sub=value ...] [--resume]` and `cai train merge ADAPTER --out DIR`.
+"""`cai train sft|rm|dpo|ppo|rloo --config FILE.yaml [key.sub=value ...] [--resume] [--nproc N [--fsdp]]`
+and `cai train merge ADAPTER --out DIR`.
 
 Registration imports no torch; the handler loads the config (errors name file:line:col and the field)
-and runs the stage's `train`. Under `accelerate launch` every process runs the same command.
+and runs the stage's `train`. `--nproc N [--fsdp]` starts N processes through torchrun
+(`cai.train.distributed.launch`); under it, or `accelerate launch`, every process runs the same command.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from cai.errors import InputError
 from cai.train.config import STAGES, load_config
@@ -29,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
         s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
         s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        s.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="run in N processes on this machine (torchrun; gloo DDP on CPU, NCCL on GPUs)")
+        s.add_argument("--fsdp", action="store_true",
+                       help="with --nproc: shard parameters, gradients and optimizer state (FSDP2)")
         s.set_defaults(func=_handler(stage))
     m = tsub.add_parser("merge", help="merge a LoRA adapter directory into its base and save a plain HF model")
     m.add_argument("adapter", help="adapter directory (e.g. runs/dpo/adapter)")
@@ -56,8 +63,19 @@ def _handler(stage: str):
         if args.print_config:
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
             return 0
+        if args.nproc < 1:
+            raise InputError(f"must be at least 1, not {args.nproc}", field="--nproc")
+        if args.fsdp and args.nproc < 2:
+            raise InputError("shards over processes: give --nproc 2 or more", field="--fsdp")
+        if args.nproc > 1:  # the config is valid: start the processes, each runs this command without --nproc
+            from cai.train.distributed import check_fsdp, launch
+            if args.fsdp:
+                check_fsdp(cfg, stage)
+            launch(args.nproc, args.fsdp, ["train", stage, *(["--config", args.config] if args.config else []),
+                                           *args.overrides, *(["--resume"] if args.resume else [])])
         import importlib
         out = importlib.import_module(f"cai.train.{stage}").train(cfg, resume=args.resume)
-        print(out)
+        if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+            print(out)
         return 0
     return run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,29 +21,11 @@ from cai.models import model_hash, resolve_model
 from cai.report.plots import plot_metrics
 from cai.train.card import write_card
 from cai.train.checkpoints import Checkpoints, check_resume, save_output
+from cai.train.distributed import describe, make_accelerator, wrap_layers  # noqa: F401 (make_accelerator)
 from cai.train.lora import check_targets
 from cai.train.metrics import Metrics
 
 # ---- processes ------------------------------------------------------------------------------------------
-
-
-def make_accelerator(seed: int):
-    """One `Accelerator` per run; `accelerate launch` decides DDP/FSDP/DeepSpeed and the process count."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
-    from transformers.utils import logging as hf_logging
-    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # `accelerate launch --mixed_precision`
-    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
-        # Another trainer in this process (TRL defaults to bf16 on CPU) left a process-wide mixed-precision
-        # state behind; start from a clean state instead of silently inheriting its autocast.
-        AcceleratorState._reset_state()
-    acc = Accelerator(mixed_precision=precision)
-    set_seed(seed)
-    hf_logging.disable_progress_bar()  # "Loading weights" bars: our own bar is the one to watch
-    if not acc.is_main_process:
-        hf_logging.set_verbosity_error()
-    return acc
 
 
 def reduce_sum(acc, value: torch.Tensor | float) -> torch.Tensor:
@@ -185,7 +168,11 @@ def start_training(acc, module: nn.Module, cfg, n_train: int, resume: bool, desc
     steps = total_steps(n_train, cfg.run)
     opt = make_optimizer(module, cfg.optim)
     sched = make_scheduler(opt, cfg.optim, steps * updates_per_step)
+    wrap_layers(acc, module)
     module, opt = acc.prepare(module, opt)
+    if acc.num_processes > 1 and acc.is_main_process:
+        print(f"cai train {desc}: {acc.num_processes} processes, {acc.distributed_type.value} "
+              f"({acc.state.backend})", file=sys.stderr)
     acc.register_for_checkpointing(sched)
     ckpt = Checkpoints(acc, cfg.run.output_dir, cfg.run.keep_checkpoints)
     state = ckpt.load() if resume else {"step": 0}
@@ -194,13 +181,16 @@ def start_training(acc, module: nn.Module, cfg, n_train: int, resume: bool, desc
 
 
 def finish(acc, module: nn.Module, tok, cfg, stage: str, model_path: Path, *, provenance: dict, counts: dict,
-           final: dict, details: dict, plot_keys: list[str], plot_title: str,
+           final: dict, details: dict, plot_keys: list[str], plot_title: str, model_attr: str = "model",
            extra: Callable[[Path], None] | None = None) -> Path:
-    """Save the model durably (`extra(tmp)` adds files beside it), then the model card and the training plot
-    on the main process; every process returns OUTPUT once all are done."""
-    out_dir = save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge, extra=extra)
+    """Save the model (`model_attr` of the prepared module: PPO's `policy`, not its value model) durably
+    (`extra(tmp)` adds files beside it), then the model card (with what the processes ran as) and the
+    training plot on the main process; every process returns OUTPUT once all are done."""
+    processes = describe(acc, module)
+    out_dir = save_output(acc, module, tok, cfg.run.output_dir, cfg.lora.merge, model_attr, extra=extra)
     if acc.is_main_process:
-        write_card(out_dir, stage, asdict(cfg), cfg.model, provenance, counts, final, details,
+        write_card(out_dir, stage, asdict(cfg), cfg.model, provenance, counts, final,
+                   {**details, "processes": processes},
                    base_hash=model_hash(model_path))
         plot_metrics(out_dir, plot_keys, plot_title)
     acc.wait_for_everyone()

@@ -48,12 +48,14 @@ class CompletionLogps(nn.Module):
     soft-capping/scaling fall back to the full forward.
     """
 
+    bucketed = True  # False under FSDP (`distributed.wrap_layers`): each process must run every layer equally often
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask, completion_mask, position_ids=None):
-        if attention_mask is None:  # packed rows: one group, block-causal attention from position_ids
+        if attention_mask is None or not self.bucketed:  # packed rows (block-causal from position_ids), or FSDP
             groups = [list(range(input_ids.size(0)))]
         else:
             groups = length_buckets(attention_mask.sum(-1).tolist())
@@ -94,6 +96,8 @@ class LastTokenReward(nn.Module):
     token. Rows run in length buckets. forward(input_ids (B, T), attention_mask (B, T)) -> (B,) rewards.
     """
 
+    bucketed = True  # as CompletionLogps.bucketed
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
@@ -101,7 +105,7 @@ class LastTokenReward(nn.Module):
     def forward(self, input_ids, attention_mask):
         lengths = attention_mask.sum(-1)
         out = torch.zeros(input_ids.size(0), dtype=torch.float32, device=input_ids.device)
-        for g in length_buckets(lengths.tolist()):
+        for g in length_buckets(lengths.tolist()) if self.bucketed else [list(range(input_ids.size(0)))]:
             rows = torch.tensor(g, device=input_ids.device)
             width = int(lengths[rows].max())
             out = out.index_copy(0, rows, self._group(input_ids[rows, :width], attention_mask[rows, :width]))

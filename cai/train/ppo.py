@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from cai.engine import make_engine
 from cai.engine.weight_sync import sync_weights
 from cai.train import common, forward, losses, rollout
 from cai.train.batching import step_indices
 from cai.train.config import config_error
+from cai.train.distributed import check_fsdp, full_state_dict, part
 from cai.train.lora import apply_lora
 from cai.train.ppo_config import PPOConfig
 from cai.train.ppo_monitor import PLOT_KEYS, Monitors
@@ -39,6 +39,8 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     model_path, acc, tok = s.model_path, s.acc, s.tok
     prompts, prompt_ids, dropped = rollout.load_prompt_rows(cfg.data, tok)
     rloo, world, rank = cfg.algorithm == "rloo", acc.num_processes, acc.process_index
+    if acc.distributed_type == "FSDP":
+        check_fsdp(cfg, cfg.algorithm)
     K = cfg.ppo.rloo_k if rloo else 1
     if cfg.run.batch_size % world or (cfg.run.batch_size // world * K) % cfg.ppo.num_minibatches:
         raise config_error(cfg, "run.batch_size", f"{cfg.run.batch_size} prompts × {K} samples must split evenly "
@@ -73,7 +75,10 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     start, beta = t.start, state.get("beta", cfg.ppo.beta)
     monitors = Monitors(cfg.monitor, cfg.run.output_dir, acc.is_main_process, start, state.get("monitor"))
     inner = acc.unwrap_model(module)
-    sync_weights(engine, inner.policy)  # resumed or LoRA-merged weights, or an engine handed over by a caller
+
+    def sync() -> None:  # full weights on every process (each has its own engine): gathered from shards
+        sync_weights(engine, inner.policy, part(full_state_dict(acc, module, everywhere=True), "policy."))
+    sync()  # resumed or LoRA-merged weights, or an engine handed over by a caller
 
     last: dict = {}
     for step in range(start, steps):
@@ -120,7 +125,7 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
 
         # 10. sync: the engine samples the next batch from the updated weights
         t1 = time.perf_counter()
-        sync_weights(engine, inner.policy)
+        sync()
         t["sync"] = time.perf_counter() - t1
 
         # 11. monitors, metrics, samples, adaptive β, checkpoint
@@ -151,20 +156,12 @@ def train(cfg: PPOConfig, resume: bool = False, reward_fn=None) -> Path:
     # 12. model (policy; LoRA merged when lora.merge), value model, card, plot
     metrics.close()
     engine.close()
-    return common.finish(acc, _AsModel(inner.policy), tok, cfg, cfg.algorithm, model_path,
+    return common.finish(acc, module, tok, cfg, cfg.algorithm, model_path, model_attr="policy",
                          provenance={"source": cfg.data.path, "rows": len(prompts)},
                          counts={"prompts": len(prompts), "dropped": dropped},
                          final={k: v for k, v in last.items() if not k.startswith("time/")},
                          details={"steps": steps, "warnings": monitors.warnings},
                          plot_keys=PLOT_KEYS, plot_title=f"{cfg.algorithm.upper()} monitors")
-
-
-class _AsModel(nn.Module):
-    """`checkpoints.save_output` saves `.model` of what it is given: the policy alone, not the value model."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
 
 def make_rollout_engine(cfg: PPOConfig, model_path: Path):
