@@ -56,6 +56,7 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
         else:
             micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         nll_sum, tokens = torch.zeros((), dtype=torch.float64), 0
+        input_tokens = sum(len(train_ex[i].input_ids) for mb in micro for i in mb)  # this process's, for throughput
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
             with sync:
@@ -70,8 +71,10 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
         gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
         loss = common.reduce_sum(acc, nll_sum).item() / n_global
         tokens = common.reduce_sum(acc, tokens).item()
+        input_tokens = common.reduce_sum(acc, input_tokens).item()
         dt = time.perf_counter() - t0
         last = {"loss": loss, "lr": sched.get_last_lr()[0], "grad_norm": gnorm, "tokens": tokens,
+                "input_tokens": input_tokens,
                 "step_time_s": dt, "tokens_per_s": tokens / dt}
         metrics.log(step + 1, last)
         common.step_delay()
