@@ -118,9 +118,11 @@ def test_packed_examples_do_not_see_each_other(tiny):
     assert a[1] == b[1] and a[0] != b[0]
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_sft_packed_matches_padded(tiny, lora):
-    """Token-mean NLL and every trainable gradient of a padded micro-batch and of one packed row."""
+@pytest.mark.parametrize("lora,checkpointing", [(False, False), (True, False), (False, True)],
+                         ids=["full", "lora", "checkpointing"])
+def test_sft_packed_matches_padded(tiny, lora, checkpointing):
+    """Token-mean NLL and every trainable gradient of a padded micro-batch and of one packed row (also with
+    gradient checkpointing, whose recomputation must see the same blocks)."""
     rng = random.Random(1)
     exs = []
     for n in (7, 19, 4, 12):
@@ -129,6 +131,9 @@ def test_sft_packed_matches_padded(tiny, lora):
     res = []
     for packed in (False, True):
         model = _lm(tiny, lora)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            model.train()  # transformers recomputes only in training mode
         mod = forward.CompletionLogps(model)
         if packed:
             logps, n_tok = mod(packed=packing.pack_sft(exs))
