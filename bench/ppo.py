@@ -209,6 +209,8 @@ def main() -> None:
         print(f"  {k:10s} {sum(v) / len(v):8.2f}")
     print(f"  total      {sum(ppo['step_s'][1:] or ppo['step_s']) / max(1, len(ppo['step_s']) - 1):8.2f}   "
           f"(peak RSS {ppo['peak_rss_mb']:.0f} MB, max rollout/train log-prob gap {max(ppo['logprob_gap']):.2e})")
+    upd, total = ppo["phases"]["update"][1:] or ppo["phases"]["update"], ppo["step_s"][1:] or ppo["step_s"]
+    print(f"ppo_update_fraction_of_iteration={sum(upd) / sum(total):.2f}")
     hf = run_worker(args, "hf-rollout", tmp)
     r_vllm = _rate(ppo["tokens"], ppo["phases"]["rollout"])
     r_hf = _rate(hf["tokens"], hf["rollout_s"])

@@ -113,7 +113,8 @@ def test_nproc_runs_torchrun_with_gloo_on_cpu(tmp_path, monkeypatch):
     assert "ACCELERATE_USE_CPU" not in gpu and "ACCELERATE_USE_FSDP" not in gpu
 
 
-@pytest.mark.parametrize("flags, field", [(["--fsdp"], "--fsdp"), (["--nproc", "0"], "--nproc")])
+@pytest.mark.parametrize("flags, field", [(["--fsdp"], "--fsdp"), (["--nproc", "0"], "--nproc"),
+                                         (["--nproc", "2", "--fsdp", "run.tokens_per_batch=512"], "run.tokens_per_batch")])
 def test_bad_process_flags_are_one_line_errors(flags, field, tmp_path, capsys):
     from cai.cli import main
     tiny = make_tiny_model()

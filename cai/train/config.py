@@ -60,6 +60,13 @@ class RunConfig:
     """Global batch per optimizer step (examples or pairs), over all processes and micro-batches."""
     micro_batch_size: int = 4
     """Examples (pairs) per forward pass on each process; the rest is gradient accumulation."""
+    tokens_per_batch: int = 0
+    """Padding-free packing: each process's share of the global batch goes through forwards of at most this
+    many tokens, the examples back to back in one row with no padding, position ids restarting per example
+    and attention confined to each example (`cai.train.packing`); preference pairs share their prompt (run
+    once, chosen and rejected attending to it). 0 = padded micro-batches of `micro_batch_size` rows. The
+    losses are the padded path's; only the speed and memory change. An example longer than the budget gets
+    a forward of its own."""
     max_steps: int = 0
     """Optimizer steps; 0 means `epochs` passes over the training rows."""
     epochs: float = 1.0
@@ -83,7 +90,7 @@ class RunConfig:
         for name in ("batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise InputError("must be >= 1", field=name)
-        for name in ("max_steps", "save_every", "eval_every"):
+        for name in ("max_steps", "save_every", "eval_every", "tokens_per_batch"):
             if getattr(self, name) < 0:
                 raise InputError("must be >= 0", field=name)
         if self.keep_checkpoints < 1:
@@ -169,6 +176,9 @@ class SFTConfig:
     def __post_init__(self):
         if not self.data.config:
             self.data.config = "sft"
+        if self.packing and self.run.tokens_per_batch:
+            raise InputError("packing (whole examples per max_length row) and run.tokens_per_batch (padding-free "
+                             "micro-batches) are two ways to pack: set one", field="packing")
 
 
 @dataclass

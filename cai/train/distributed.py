@@ -82,6 +82,12 @@ def check_fsdp(cfg, stage: str) -> None:
     if stage in ("ppo", "rloo") and cfg.lora.enabled and not cfg.ref_model:
         raise config_error(cfg, "ref_model", "FSDP cannot use the adapter-disabled policy as the reference; "
                            "set ref_model (the base model) or train without --fsdp")
+    if getattr(getattr(cfg, "run", None), "tokens_per_batch", 0):
+        # every sharded layer's forward is a collective all processes must join, and token-budget micro-batches
+        # differ in number from one process to the next (packing.token_micro_batches)
+        raise config_error(cfg, "run.tokens_per_batch", "FSDP needs the same number of forwards on every process, "
+                           "and packed micro-batches differ per process; set run.tokens_per_batch: 0 or train "
+                           "without --fsdp")
 
 
 def wrap_layers(acc, module: nn.Module) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cai.models import cache_dir, model_hash
-from cai.train import batching, common, data, forward, losses
+from cai.train import batching, common, data, forward, losses, packing
 from cai.train.config import DPOConfig, config_error
 from cai.train.lora import apply_lora
 from cai.train.metrics import report_data
@@ -60,7 +60,8 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
     t = common.start_training(acc, module, cfg, n_train, resume, "dpo")
     module, opt, sched, ckpt, metrics, steps, start = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.start
     loss_fn = losses.DPO_LOSSES[cfg.loss_type]
-    lengths = [e.length for e in prep.train]
+    packed = cfg.run.tokens_per_batch > 0
+    lengths = [packing.pair_tokens(e) if packed else e.length for e in prep.train]
     B, world = cfg.run.batch_size, acc.num_processes
 
     module.train()
@@ -69,7 +70,10 @@ def train(cfg: DPOConfig, resume: bool = False) -> Path:
         t0 = time.perf_counter()
         # 5. this process's micro-batches of global batch `step`
         idx = batching.step_indices(n_train, B, step, cfg.run.seed)
-        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        if packed:  # padding-free, prompt shared: forwards of at most tokens_per_batch tokens
+            micro = packing.token_micro_batches(idx, lengths, acc.process_index, world, cfg.run.tokens_per_batch)
+        else:
+            micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         sums: dict[str, torch.Tensor] = {}
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
@@ -147,15 +151,14 @@ def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg
                 loss_fn, pad_id: int, device, *, robust_eps: float = 0.0) -> dict:
     """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,)). `robust_eps`: robust DPO's
     flip rate for the dataset (`robust_epsilon`)."""
-    batch = batching.collate_pairs(exs, pad_id)
-    logps, n_tok = module(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                          batch["completion_mask"].to(device))  # (2b,), (2b,)
+    logps, n_tok, tokens = pair_logps(module, exs, pad_id, device, cfg.run.tokens_per_batch > 0)  # (2b,), (2b,)
     chosen, rejected = logps.chunk(2)  # (b,) each
     len_c, len_r = n_tok.chunk(2)
+    p_chosen = torch.tensor([e.p_chosen for e in exs], dtype=torch.float32, device=device)  # (b,)
     if cfg.loss_type == "robust":
         eps = robust_eps  # one population rate (Chowdhury et al. 2024), never 1 − p per pair
     else:
-        eps = (1 - batch["p_chosen"].to(device)) if soft else cfg.label_smoothing
+        eps = (1 - p_chosen) if soft else cfg.label_smoothing
     c_ratio, r_ratio = chosen - ref_c, rejected - ref_r  # log π/π_ref of each response, (b,)
     loss = loss_fn(c_ratio, r_ratio, cfg.beta, eps, chosen_len=len_c, rejected_len=len_r)  # (b,)
     extra = {}
@@ -166,7 +169,20 @@ def pair_losses(module, exs: list, ref_c: torch.Tensor, ref_r: torch.Tensor, cfg
     rc, rr = losses.dpo_implicit_rewards(c_ratio, r_ratio, cfg.beta)
     return {**extra, "loss": loss, "rewards/chosen": rc, "rewards/rejected": rr, "rewards/accuracy": (rc > rr).float(),
             "rewards/margin": rc - rr, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach(),
-            "tokens": batch["attention_mask"].sum().float()}
+            "tokens": tokens}
+
+
+def pair_logps(module, exs: list, pad_id: int, device, packed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed log-probs (2b,) of chosen then rejected, scored tokens (2b,), and the pairs' real tokens
+    (prompt counted per response): one padded (2b, T) batch, or one packed row with the prompt shared."""
+    if packed:
+        p = packing.pack_pairs(exs)
+        logps, n_tok = module(packed=p.to(device))
+        return logps, n_tok, torch.tensor(float(p.real_tokens), device=device)
+    batch = batching.collate_pairs(exs, pad_id)
+    logps, n_tok = module(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                          batch["completion_mask"].to(device))
+    return logps, n_tok, batch["attention_mask"].sum().float().to(device)
 
 
 def _finish(acc, sums: dict, n_pairs: int) -> dict:
@@ -225,9 +241,7 @@ def reference_logps(acc, cfg: DPOConfig, module, model_path: Path, examples: lis
     with torch.no_grad(), no_adapter:
         for i in range(0, len(mine), cfg.run.micro_batch_size * 2):
             mb = mine[i:i + cfg.run.micro_batch_size * 2]
-            batch = batching.collate_pairs([examples[j] for j in mb], 0)
-            logps, _ = ref(batch["input_ids"].to(acc.device), batch["attention_mask"].to(acc.device),
-                           batch["completion_mask"].to(acc.device))
+            logps, _, _ = pair_logps(ref, [examples[j] for j in mb], 0, acc.device, cfg.run.tokens_per_batch > 0)
             c, r = logps.float().cpu().chunk(2)
             results += list(zip(mb, c.tolist(), r.tolist()))
     module.train()

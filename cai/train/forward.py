@@ -12,13 +12,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cai.train import losses
+from cai.train import losses, packing
+
+# A 4D mask is taken as final by transformers' mask builders, so a packed forward builds no (T, T) mask;
+# the blocks passed alongside it decide what attends to what.
+_NO_MASK = torch.ones(1, 1, 1, 1, dtype=torch.bool)
 
 
 def _inner_model(model: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (LoRA layers are injected in place, so they stay active)."""
     from peft import PeftModel
     return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def packed_hidden(decoder: nn.Module, p: packing.Packed) -> torch.Tensor:
+    """Last hidden states (T, H) of a packed row, attention confined to its blocks (`packing`)."""
+    packing.install(decoder.config._attn_implementation)
+    return decoder(input_ids=p.input_ids, position_ids=p.position_ids, attention_mask=_NO_MASK.to(p.input_ids.device),
+                   use_cache=False, cai_blocks=p.blocks).last_hidden_state[0]
 
 
 def length_buckets(lengths: list[int], max_waste: float = 0.15) -> list[list[int]]:
@@ -54,7 +65,10 @@ class CompletionLogps(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, completion_mask, position_ids=None):
+    def forward(self, input_ids=None, attention_mask=None, completion_mask=None, position_ids=None,
+                packed: packing.Packed | None = None):
+        if packed is not None:  # one padding-free row: (rows,) sums and counts
+            return self._packed(packed)
         if attention_mask is None or not self.bucketed:  # packed rows (block-causal from position_ids), or FSDP
             groups = [list(range(input_ids.size(0)))]
         else:
@@ -68,6 +82,14 @@ class CompletionLogps(nn.Module):
                      for t in (input_ids, attention_mask, completion_mask, position_ids)]
             sums = sums.index_copy(0, rows, self._group(*parts))
         return sums, counts
+
+    def _packed(self, p: packing.Packed) -> tuple[torch.Tensor, torch.Tensor]:
+        inner = _inner_model(self.model)
+        hidden = packed_hidden(inner.get_decoder(), p)  # (T, H)
+        logits = inner.get_output_embeddings()(hidden[p.src])  # (N, V)
+        tok_logps = losses.token_logps(logits, p.tgt)  # (N,)
+        sums = torch.zeros(p.rows, dtype=tok_logps.dtype, device=tok_logps.device).index_add(0, p.row, tok_logps)
+        return sums, torch.bincount(p.row, minlength=p.rows)  # (rows,), (rows,)
 
     def _group(self, input_ids, attention_mask, completion_mask, position_ids) -> torch.Tensor:
         inner = _inner_model(self.model)
@@ -102,7 +124,11 @@ class LastTokenReward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids=None, attention_mask=None, packed: packing.Packed | None = None):
+        if packed is not None:  # one padding-free row: (rows,) rewards at each row's last token
+            inner = _inner_model(self.model)
+            hidden = packed_hidden(getattr(inner, inner.base_model_prefix), packed)  # (T, H)
+            return inner.score(hidden[packed.last]).squeeze(-1).float()
         lengths = attention_mask.sum(-1)
         out = torch.zeros(input_ids.size(0), dtype=torch.float32, device=input_ids.device)
         for g in length_buckets(lengths.tolist()) if self.bucketed else [list(range(input_ids.size(0)))]:

@@ -199,29 +199,48 @@ def _step_prompts(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return step_indices(n, batch_size, step, seed)
 
 
+def window(batch, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The smallest window of `rows` of the batch: (input_ids, attention_mask, P', R') with the prompt
+    columns that are padding in every row cut on the left and the response columns past every row's end
+    cut on the right. Exact: left padding is masked and positions come from the mask's cumsum; a response
+    column past a row's end is padding whose log-prob, value and loss are masked anyway."""
+    P = batch.P
+    am = batch.attention_mask[rows]
+    lead = int(am[:, :P].sum(-1).max())  # longest prompt of these rows
+    r = max(1, int(batch.mask[rows].sum(-1).max()))  # longest response of these rows
+    return batch.input_ids[rows, P - lead:P + r], am[:, P - lead:P + r], lead, r
+
+
+def by_length(batch, rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`rows` in chunks of `size`, longest responses together, so that each chunk's window is tight."""
+    order = rows[torch.argsort(batch.mask[rows].sum(-1), descending=True, stable=True)]
+    return list(order.split(size))
+
+
 @torch.no_grad()
 def _rollout_forwards(acc, inner, ref, batch, cfg: PPOConfig):
-    """(old log-probs, entropy, raw log-probs, values or None, reference log-probs), each (B, R), in micro-batches."""
-    outs: dict[str, list] = {k: [] for k in ("old", "ent", "raw", "val", "ref")}
-    mb, T, dev = cfg.run.micro_batch_size, cfg.rollout.temperature, acc.device
-    P, R = batch.P, batch.response_ids.size(1)
+    """(old log-probs, entropy, raw log-probs, values or None, reference log-probs), each (B, R) and 0 past
+    each response's end, in micro-batches of similar length, each cut to its own window (`window`)."""
+    B, R, T, dev = batch.input_ids.size(0), batch.response_ids.size(1), cfg.rollout.temperature, acc.device
+    outs = {k: torch.zeros(B, R) for k in ("old", "ent", "raw", "val", "ref")}
+    has_value = False
     inner.eval()
-    for lo in range(0, batch.input_ids.size(0), mb):
-        ids, am = batch.input_ids[lo:lo + mb].to(dev), batch.attention_mask[lo:lo + mb].to(dev)
-        old, ent, raw, val = inner(ids, am, P, R, T, with_entropy=True)
-        outs["old"].append(old)
-        outs["ent"].append(ent)
-        outs["raw"].append(raw)
-        if val is not None:
-            outs["val"].append(val)
+    for rows in by_length(batch, torch.arange(B), cfg.run.micro_batch_size):
+        ids, am, P, r = window(batch, rows)
+        ids, am = ids.to(dev), am.to(dev)
+        old, ent, raw, val = inner(ids, am, P, r, T, with_entropy=True)
         if ref is not None:
-            outs["ref"].append(forward.policy_logps(ref, ids, am, P, R, T)[0])
+            ref_lp = forward.policy_logps(ref, ids, am, P, r, T)[0]
         else:  # LoRA: the reference is the base with the adapter disabled
             with inner.policy.disable_adapter():
-                outs["ref"].append(forward.policy_logps(inner.policy, ids, am, P, R, T)[0])
+                ref_lp = forward.policy_logps(inner.policy, ids, am, P, r, T)[0]
+        m = batch.mask[rows, :r].float()
+        for k, v in (("old", old), ("ent", ent), ("raw", raw), ("val", val), ("ref", ref_lp)):
+            if v is not None:
+                outs[k][rows, :r] = v.float().cpu() * m
+        has_value = val is not None
     inner.train()
-    cat = {k: torch.cat(v).cpu() if v else None for k, v in outs.items()}
-    return cat["old"], cat["ent"], cat["raw"], cat["val"], cat["ref"]
+    return outs["old"], outs["ent"], outs["raw"], outs["val"] if has_value else None, outs["ref"]
 
 
 def _whiten_global(acc, adv: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -241,7 +260,7 @@ def _update(acc, module, opt, sched, cfg: PPOConfig, batch, old, old_values, adv
     """`ppo.epochs` × `ppo.num_minibatches` optimizer steps on this rollout batch; returns mean statistics."""
     rloo = cfg.algorithm == "rloo"
     n, M, world, dev = batch.input_ids.size(0), cfg.ppo.num_minibatches, acc.num_processes, acc.device
-    P, R, T, clip = batch.P, batch.response_ids.size(1), cfg.rollout.temperature, cfg.ppo.clip
+    T, clip = cfg.rollout.temperature, cfg.ppo.clip
     mask = batch.mask.float()
     old_seq = (old * mask).sum(-1)
     stats = {k: 0.0 for k in ("loss/policy", "loss/value", "clipfrac", "approx_kl", "grad_norm")}
@@ -251,21 +270,22 @@ def _update(acc, module, opt, sched, cfg: PPOConfig, batch, old, old_values, adv
         perm = torch.randperm(n, generator=g)
         for mb in perm.chunk(M):
             denom = common.reduce_sum(acc, mask[mb].sum()).item() if not rloo else len(mb) * world
-            micro = mb.split(cfg.run.micro_batch_size)
+            micro = by_length(batch, mb, cfg.run.micro_batch_size)  # similar lengths: tight windows
             for j, mi in enumerate(micro):
                 sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
                 with sync:
-                    ids, am, m = batch.input_ids[mi].to(dev), batch.attention_mask[mi].to(dev), mask[mi].to(dev)
-                    logps, _, _, values = module(ids, am, P, R, T)
-                    o = old[mi].to(dev)  # (b, R)
+                    ids, am, P, r = window(batch, mi)  # (b, P' + r): no all-padding columns
+                    m = mask[mi, :r].to(dev)
+                    logps, _, _, values = module(ids.to(dev), am.to(dev), P, r, T)
+                    o = old[mi, :r].to(dev)  # (b, r)
                     if rloo:  # sequence-level ratio, as TRL's RLOOTrainer
                         logps, o = (logps * m).sum(-1), old_seq[mi].to(dev)
                         m = torch.ones_like(logps)
                         pg = losses.rloo_policy_loss(logps, o, adv[mi].to(dev), clip).sum()
                         vf = torch.zeros((), device=dev)
                     else:
-                        pg = (losses.ppo_policy_loss(logps, o, adv[mi].to(dev), clip) * m).sum()
-                        vf = (losses.ppo_value_loss(values, old_values[mi].to(dev), returns[mi].to(dev),
+                        pg = (losses.ppo_policy_loss(logps, o, adv[mi, :r].to(dev), clip) * m).sum()
+                        vf = (losses.ppo_value_loss(values, old_values[mi, :r].to(dev), returns[mi, :r].to(dev),
                                                     cfg.ppo.vf_clip) * m).sum()
                     # sum / global count (tokens for PPO, sequences for RLOO); × world because DDP averages
                     acc.backward((pg + cfg.ppo.vf_coef * vf) / denom * world)

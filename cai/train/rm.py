@@ -17,7 +17,7 @@ import torch
 
 from cai.data.sources import as_messages
 from cai.errors import InputError
-from cai.train import batching, common, data, forward, losses
+from cai.train import batching, common, data, forward, losses, packing
 from cai.train.config import RMConfig, config_error
 from cai.train.lora import apply_lora
 from cai.train.metrics import report_data
@@ -61,7 +61,8 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
     # 3. optimizer, schedule, processes, resume
     t = common.start_training(acc, module, cfg, len(prep.train), resume, "rm")
     module, opt, sched, ckpt, metrics, steps, start = t.module, t.opt, t.sched, t.ckpt, t.metrics, t.steps, t.start
-    lengths = [e.length for e in prep.train]
+    packed = cfg.run.tokens_per_batch > 0
+    lengths = [packing.pair_tokens(e) if packed else e.length for e in prep.train]
     B, world = cfg.run.batch_size, acc.num_processes
 
     module.train()
@@ -70,7 +71,10 @@ def train(cfg: RMConfig, resume: bool = False) -> Path:
         t0 = time.perf_counter()
         # 4. this process's micro-batches of global batch `step`
         idx = batching.step_indices(len(prep.train), B, step, cfg.run.seed)
-        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        if packed:  # padding-free, prompt shared: forwards of at most tokens_per_batch tokens
+            micro = packing.token_micro_batches(idx, lengths, acc.process_index, world, cfg.run.tokens_per_batch)
+        else:
+            micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         sums: dict = {}
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
@@ -137,10 +141,16 @@ def check_loss_data(cfg: RMConfig, prep, soft: bool) -> None:
 
 def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, device) -> dict:
     """Per-pair loss and logged quantities for a micro-batch of pairs (each (b,))."""
-    batch = batching.collate_pairs(exs, pad_id)
-    rewards = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2b,)
+    if cfg.run.tokens_per_batch:  # one packed row, prompt shared; rewards read at each response's last token
+        packed = packing.pack_pairs(exs)
+        rewards = module(packed=packed.to(device))  # (2b,)
+        tokens = torch.tensor(float(packed.real_tokens), device=device)
+    else:
+        batch = batching.collate_pairs(exs, pad_id)
+        rewards = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2b,)
+        tokens = batch["attention_mask"].sum().float().to(device)
     rc, rr = rewards.chunk(2)  # (b,) each
-    p = batch["p_chosen"].to(device) if soft else None
+    p = torch.tensor([e.p_chosen for e in exs], dtype=torch.float32, device=device) if soft else None
     # a per-row `margin` column wins over the config's margin (TRL's RewardTrainer reads the same column)
     margin = torch.tensor([e.extra.get("margin", cfg.margin) for e in exs], dtype=rc.dtype, device=device)  # (b,)
     loss = losses.bradley_terry_loss(rc, rr, p, margin)  # (b,)
@@ -148,7 +158,7 @@ def pair_losses(module, exs: list, cfg: RMConfig, soft: bool, pad_id: int, devic
         loss = loss + cfg.center_rewards_coefficient * losses.center_rewards_penalty(rc, rr)
     rc, rr = rc.detach(), rr.detach()
     return {"loss": loss, "accuracy": (rc > rr).float(), "margin": rc - rr,
-            "reward_sum": rc + rr, "reward_sq": rc ** 2 + rr ** 2, "tokens": batch["attention_mask"].sum().float()}
+            "reward_sum": rc + rr, "reward_sq": rc ** 2 + rr ** 2, "tokens": tokens}
 
 
 def _finish(acc, sums: dict, n_pairs: int) -> dict:

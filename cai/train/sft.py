@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cai.train import batching, common, data, forward, losses
+from cai.train import batching, common, data, forward, losses, packing
 from cai.train.config import SFTConfig
 from cai.train.lora import apply_lora
 from cai.train.metrics import report_data
@@ -51,13 +51,18 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
         # 4. this process's micro-batches of global batch `step`
         idx = batching.step_indices(len(train_ex), cfg.run.batch_size, step, cfg.run.seed)
         n_global = sum(n_targets[i] for i in idx)  # every process knows the whole batch: no all-reduce
-        micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
+        if cfg.run.tokens_per_batch:  # padding-free: forwards of at most tokens_per_batch tokens
+            micro = packing.token_micro_batches(idx, lengths, acc.process_index, world, cfg.run.tokens_per_batch)
+        else:
+            micro = batching.shard_micro_batches(idx, lengths, acc.process_index, world, cfg.run.micro_batch_size)
         nll_sum, tokens = torch.zeros((), dtype=torch.float64), 0
+        input_tokens = sum(len(train_ex[i].input_ids) for mb in micro for i in mb)  # this process's, for throughput
         for j, mb in enumerate(micro):
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(module)
             with sync:
                 # 5. log-probs of the assistant tokens only
-                nll, n_tok = _nll(module, [train_ex[i] for i in mb], tok.pad_token_id, acc.device)
+                nll, n_tok = _nll(module, [train_ex[i] for i in mb], tok.pad_token_id, acc.device,
+                                  cfg.run.tokens_per_batch > 0)
                 # 6. token mean over the global batch; × world because DDP averages gradients
                 acc.backward(nll / n_global * world)
             nll_sum += nll.detach().double().cpu()
@@ -66,8 +71,10 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
         gnorm = common.optimizer_step(acc, module, opt, sched, cfg.optim.max_grad_norm)
         loss = common.reduce_sum(acc, nll_sum).item() / n_global
         tokens = common.reduce_sum(acc, tokens).item()
+        input_tokens = common.reduce_sum(acc, input_tokens).item()
         dt = time.perf_counter() - t0
         last = {"loss": loss, "lr": sched.get_last_lr()[0], "grad_norm": gnorm, "tokens": tokens,
+                "input_tokens": input_tokens,
                 "step_time_s": dt, "tokens_per_s": tokens / dt}
         metrics.log(step + 1, last)
         common.step_delay()
@@ -89,8 +96,11 @@ def train(cfg: SFTConfig, resume: bool = False) -> Path:
                          plot_keys=METRIC_KEYS, plot_title="SFT")
 
 
-def _nll(module, exs: list, pad_id: int, device) -> tuple[torch.Tensor, int]:
-    """Summed NLL of the scored tokens of a micro-batch, and their count."""
+def _nll(module, exs: list, pad_id: int, device, packed: bool = False) -> tuple[torch.Tensor, int]:
+    """Summed NLL of the scored tokens of a micro-batch, and their count (padded, or one packed row)."""
+    if packed:
+        logps, n_tok = module(packed=packing.pack_sft(exs).to(device))  # (b,), (b,)
+        return losses.sft_token_nll(logps).sum(), int(n_tok.sum())
     batch = batching.collate_sft(exs, pad_id)
     batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
     logps, n_tok = module(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
@@ -105,7 +115,8 @@ def evaluate(acc, module, exs: list, cfg: SFTConfig, pad_id: int) -> dict:
     nll, n = torch.zeros((), dtype=torch.float64), 0
     mine = list(range(acc.process_index, len(exs), acc.num_processes))
     for i in range(0, len(mine), cfg.run.micro_batch_size):
-        s, k = _nll(module, [exs[j] for j in mine[i:i + cfg.run.micro_batch_size]], pad_id, acc.device)
+        s, k = _nll(module, [exs[j] for j in mine[i:i + cfg.run.micro_batch_size]], pad_id, acc.device,
+                    cfg.run.tokens_per_batch > 0)
         nll, n = nll + s.double().cpu(), n + k
     module.train()
     nll, n = common.reduce_sum(acc, nll).item(), common.reduce_sum(acc, n).item()
