@@ -93,7 +93,7 @@ stages:
     if finished_first:
         assert "[1/2] critique (critique): cached -> " in err2
     else:
-        assert "[1/2] critique (critique): started (interrupted earlier: resumes in its output directory)" in err2
+        assert "[1/2] critique (critique): starting (interrupted earlier: resumes in its output directory)" in err2
         assert "[1/2] critique (critique): done in" in err2
 
     # 3. rerun to the end
@@ -101,7 +101,7 @@ stages:
     assert proc.wait(timeout=900) == 0, (tmp_path / "stderr-3.txt").read_text()[-3000:]
     err3 = (tmp_path / "stderr-3.txt").read_text()
     assert "[1/2] critique (critique): cached -> " in err3
-    assert "[2/2] sft (train.sft): started (interrupted earlier: resumes in its output directory)" in err3
+    assert "[2/2] sft (train.sft): starting (interrupted earlier: resumes in its output directory)" in err3
 
     # nothing duplicated: one output dir and one marker per stage, each conversation logged once,
     # each training step logged once; nothing lost: every prompt kept, every step and the model there
