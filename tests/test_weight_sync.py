@@ -49,3 +49,23 @@ def test_a_given_full_state_is_what_is_read():
                           atol=1e-6)
     assert mod.scaling["default"] == 8 / 4
     assert torch.equal(got["model.norm.weight"], torch.full_like(got["model.norm.weight"], 3.0))
+
+
+def test_a_reward_head_trained_whole_is_saved_as_the_head():
+    """The reward model's LoRA keeps its `score` head whole (peft `modules_to_save`): the merged weights name
+    it `score.weight` with the trained values, as `merge_and_unload` does, not the frozen original beside it."""
+    from transformers import AutoModelForSequenceClassification
+    head = AutoModelForSequenceClassification.from_pretrained(str(make_tiny_model()), num_labels=1,
+                                                              dtype=torch.float32)
+    rm = apply_lora(head, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]), None, task="SEQ_CLS",
+                    modules_to_save=["score"])
+    with torch.no_grad():
+        for n, p in rm.named_parameters():
+            if "lora_B" in n or "modules_to_save" in n:
+                p.add_(0.5 * torch.randn_like(p))
+    trained_head = rm.base_model.model.score.modules_to_save["default"].weight.clone()
+    got = dict(policy_weights(rm))
+    want = rm.merge_and_unload().state_dict()
+    assert got.keys() == want.keys() and torch.equal(got["score.weight"], trained_head)
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-6), k

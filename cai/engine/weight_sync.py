@@ -50,8 +50,10 @@ def policy_weights(model, state: dict | None = None) -> list[tuple[str, object]]
         out = []
         for k, v in state.items():
             k = k.removeprefix(prefix)
-            if ".lora_" in k:
-                continue
+            if ".lora_" in k or ".original_module." in k:  # a module peft trains whole (modules_to_save, e.g.
+                continue                                    # a reward head) keeps its frozen original beside it
+            for a in model.active_adapters:
+                k = k.replace(f".modules_to_save.{a}.", ".")
             if ".base_layer." in k:
                 owner = k.split(".base_layer.")[0]
                 if k.endswith(".weight") and owner in deltas:
