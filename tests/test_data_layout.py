@@ -5,7 +5,6 @@ config folder survive."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -189,7 +189,8 @@ stages:
     assert msg.startswith("stage broken (generate) failed after ") and "/nonexistent/prompts.jsonl" in msg
     assert msg.endswith("finished stages are kept (answers); fix it and rerun the same command to continue")
     assert [s.marker.is_file() for s in p.stages] == [True, False, False]
-    assert "[2/3] broken (generate): failed after" in log.getvalue() and "] never (" not in log.getvalue()  # the stage after it never starts
+    # the stage after it never starts
+    assert "[2/3] broken (generate): failed after" in log.getvalue() and "] never (" not in log.getvalue()
     record = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert [v["status"] for v in record["stages"].values()] == ["done", "failed"]
 

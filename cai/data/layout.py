@@ -36,9 +36,9 @@ def write_config(out: str | Path, config: str, rows: list[dict[str, Any]]) -> li
     pattern readers glob) and that folder is exchanged with `DIR/<config>/` by one atomic rename
     (`renameat2(RENAME_EXCHANGE)`), so a reader, or a kill at any moment, sees either every old shard or
     every new one: never `-of-00001` beside `-of-00002`. Files in the old folder that are not shards are
-    hard-linked into the new one before the exchange (other entries are moved after it). Where the exchange is unavailable (not Linux, or a file system without it),
-    the old folder is renamed away first: a kill between the two renames leaves the table missing until
-    the next write, never duplicated."""
+    hard-linked into the new one before the exchange (other entries are moved after it). Where the exchange
+    is unavailable (not Linux, or a file system without it), the old folder is renamed away first: a kill
+    between the two renames leaves the table missing until the next write, never duplicated."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

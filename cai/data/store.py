@@ -8,6 +8,7 @@ seed), so a rerun after editing one principle regenerates only what that princip
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -253,6 +254,15 @@ def _wait_for_worker(state: Path, out: Path) -> None:
             return
 
 
+def die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process the moment its parent dies (prctl PR_SET_PDEATHSIG);
+    elsewhere nothing. Runs in the child (a `preexec_fn`, a pool initializer)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
 def tie_worker_to_parent(parent_pid: int, state: str | Path) -> None:
     """Run in a worker process as it starts (a `multiprocessing` initializer): die when `parent_pid` dies,
     and hold the run's worker lock for life.
@@ -262,12 +272,7 @@ def tie_worker_to_parent(parent_pid: int, state: str | Path) -> None:
     parent (an orphan is re-parented), which also covers a parent that died before the prctl call."""
     import fcntl
     global _worker_lock_fh
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the watchdog alone
-        pass
+    die_with_parent()  # not Linux: the watchdog alone
 
     def watchdog():
         while os.getppid() == parent_pid:

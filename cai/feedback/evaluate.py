@@ -12,7 +12,6 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from cai.config import core
@@ -21,6 +20,7 @@ from cai.data.sources import read_rows
 from cai.engine.base import Engine
 from cai.engine.config import EngineConfig, engine_config
 from cai.errors import InputError
+from cai.evaluate.stats import wilson_bounds
 from cai.feedback.config import EvalJudgeStage, LabelConfig
 from cai.feedback.judge import Comparison, Judge
 from cai.feedback.label import check_prompt, skip_reason
@@ -53,17 +53,12 @@ def read_labelled(path: str) -> list[dict[str, Any]]:
 
 
 def _wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> list[float] | None:
-    """Wilson score interval of a rate (Wilson 1927; Brown, Cai & DasGupta 2001): never zero-width at 0
-    or n, unlike a normal or bootstrap interval. `successes` may be fractional (a tie credited 0.5).
-
-        centre = (p̂ + z²/2n) / (1 + z²/n),  half = z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/4n²)
-    """
+    """`stats.wilson_bounds` rounded to 4 digits and kept in [0, 1]; None for no pairs. `successes` may be
+    fractional (a tie credited 0.5)."""
     if n == 0:
         return None
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p, d = successes / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / d, z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+    lo, hi = wilson_bounds(successes, n, confidence)
+    return [round(max(0.0, lo), 4), round(min(1.0, hi), 4)]
 
 
 def _rate(credits: list[float]) -> dict[str, Any]:

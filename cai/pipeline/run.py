@@ -11,12 +11,10 @@ same directory, where the stage resumes from its own record log (dataset stages)
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cai.config import to_dict
+from cai.data.store import die_with_parent
 from cai.engine.memory import killed_message
 from cai.errors import CaiError, InputError, PartialRunError
 from cai.pipeline.spec import Pipeline, Stage
@@ -238,7 +237,7 @@ def run_isolated(p: Pipeline, s: Stage) -> Any:
     atomic_json(spec, {"kind": s.kind.name, "config": to_dict(s.config), "file": p.file,
                         "prefix": ["stages", s.name], "result": str(result)})
     launcher = shlex.split(s.launch) if s.launch else [sys.executable]  # `accelerate launch ... -m MODULE` too
-    rc = subprocess.call([*launcher, "-m", "cai.pipeline.child", str(spec)], preexec_fn=_die_with_parent)
+    rc = subprocess.call([*launcher, "-m", "cai.pipeline.child", str(spec)], preexec_fn=die_with_parent)
     if rc != 0:
         res = _read_json(result)
         message = res.get("error") or killed_message(rc, "the stage process") or \
@@ -248,13 +247,6 @@ def run_isolated(p: Pipeline, s: Stage) -> Any:
             raise StageFailed(message, 2)
         raise StageFailed(message, 3 if cls else (rc if 0 < rc < 128 else 1))
     return _read_json(result).get("summary")
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the child may outlive a killed parent
-        pass
 
 
 def _set_aside(s: Stage) -> None:
